@@ -1,0 +1,2 @@
+//! ferroctl: placeholder until the control plane lands.
+fn main() {}

@@ -1,0 +1,16 @@
+//! ferrowall's engine: the decisions, with no I/O.
+//!
+//! * [`conntrack`]: the connection table and one tracker per L4 protocol, classifying every packet
+//!   as Linux's `nf_conntrack` does (new, established, related, invalid, untracked).
+//! * [`timeouts`]: per-protocol default timeouts and named timeout policies.
+//! * [`defrag`]: IPv4/IPv6 reassembly ahead of tracking, as the kernel's defragmentation does.
+//! * [`replay`]: a capture run through the engine, the table printed as `conntrack -L` prints it.
+//!
+//! Time is always an argument ([`clock::Timestamp`]); nothing here reads a clock, sleeps or opens a
+//! socket (a clippy `disallowed-methods` list enforces the first two).
+
+pub mod clock;
+pub mod conntrack;
+pub mod display;
+pub mod replay;
+pub mod timeouts;

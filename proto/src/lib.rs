@@ -1,0 +1,15 @@
+//! ferrowall's wire formats: bytes to typed values, no state, no I/O.
+//!
+//! * [`packet`] parses a frame once into a [`packet::Packet`] descriptor: L2 (Ethernet, 802.1Q),
+//!   L3 (IPv4 with options and fragments, IPv6 with its extension headers), and L4 (TCP with its
+//!   options, UDP, UDP-Lite, ICMP, ICMPv6 with the quoted packet of an error, SCTP with a chunk walk,
+//!   GRE v0 and v1/PPTP). Any other protocol is described by its number alone.
+//! * [`checksum`] computes the Internet checksum and SCTP's CRC32c.
+//!
+//! Malformed input is a [`packet::ParseError`] value, never a panic: for a firewall, malformed input
+//! is the common case.
+
+pub mod checksum;
+pub mod packet;
+
+pub use packet::{Family, L4, Packet, ParseError};
