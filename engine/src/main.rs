@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferrowall", version, about = "A user-mode packet filter and router with Linux-compatible connection tracking")]
+#[command(
+    name = "ferrowall",
+    version,
+    about = "A user-mode packet filter and router with Linux-compatible connection tracking"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

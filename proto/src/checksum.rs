@@ -117,9 +117,7 @@ mod tests {
     #[test]
     fn internet_checksum_of_ipv4_header() {
         // A header with a correct checksum sums to zero.
-        let h = [
-            0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 1, 0xb4, 0x3d, 198, 18, 0, 1, 198, 18, 0, 2,
-        ];
+        let h = [0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 1, 0xb4, 0x3d, 198, 18, 0, 1, 198, 18, 0, 2];
         let mut c = h;
         c[10] = 0;
         c[11] = 0;

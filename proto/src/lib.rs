@@ -9,7 +9,8 @@
 //! Malformed input is a [`packet::ParseError`] value, never a panic: for a firewall, malformed input
 //! is the common case.
 
+pub mod build;
 pub mod checksum;
 pub mod packet;
 
-pub use packet::{Family, L4, Packet, ParseError};
+pub use packet::{Family, Packet, ParseError, L4};

@@ -424,11 +424,7 @@ fn parse_ipv6(buf: &[u8], off: usize, quoted: bool) -> Result<Packet, ParseError
         match next {
             ipproto::HOPOPTS | ipproto::ROUTING | ipproto::DSTOPTS | ipproto::AH => {
                 let h = buf.get(cur..cur + 2).filter(|_| cur + 2 <= end).ok_or(ext_trunc)?;
-                let len = if next == ipproto::AH {
-                    (usize::from(h[1]) + 2) * 4
-                } else {
-                    (usize::from(h[1]) + 1) * 8
-                };
+                let len = if next == ipproto::AH { (usize::from(h[1]) + 2) * 4 } else { (usize::from(h[1]) + 1) * 8 };
                 if cur + len > end {
                     return Err(ext_trunc);
                 }
@@ -541,7 +537,9 @@ fn parse_l4(buf: &[u8], p: &Packet, quoted: bool) -> Result<L4, ParseError> {
             Ok(if v6 { L4::Icmpv6(icmp) } else { L4::Icmp(icmp) })
         }
         ipproto::SCTP => {
-            let h = seg.get(..if quoted { 8 } else { 12 }).ok_or(ParseError::Truncated { layer: Layer::Sctp, offset: off })?;
+            let h = seg
+                .get(..if quoted { 8 } else { 12 })
+                .ok_or(ParseError::Truncated { layer: Layer::Sctp, offset: off })?;
             Ok(L4::Sctp(Sctp {
                 sport: u16::from_be_bytes([h[0], h[1]]),
                 dport: u16::from_be_bytes([h[2], h[3]]),
@@ -610,10 +608,8 @@ pub fn parse_tcp_options(mut opts: &[u8]) -> TcpOptions {
             (4, 2) => o.sack_perm = true,
             (5, _) if len >= 10 && (len - 2) % 8 == 0 => {
                 for (i, b) in body.chunks_exact(8).take(4).enumerate() {
-                    o.sack[i] = (
-                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                        u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                    );
+                    o.sack[i] =
+                        (u32::from_be_bytes([b[0], b[1], b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]]));
                     o.sack_len = i as u8 + 1;
                 }
             }
@@ -690,9 +686,7 @@ mod tests {
     fn ipv4_tcp_syn() -> Vec<u8> {
         let mut f = vec![0u8; 14];
         f[12] = 0x08;
-        let mut ip = vec![
-            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 1,
-        ];
+        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 1];
         let tcp = [
             0x04, 0xd2, 0x00, 0x50, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
             // MSS 1460, SACK-permitted, timestamps, NOP, window scale 7

@@ -167,8 +167,8 @@ impl Tracked {
 /// Default maximum number of connections, like `nf_conntrack_max`.
 pub const DEFAULT_MAX: usize = 262_144;
 
-/// Entries examined to find an unassured connection to drop when the table is full.
-const EARLY_DROP_SCAN: usize = 128;
+/// Entries examined, at most, to find an unassured connection to drop when the table is full.
+const EARLY_DROP_SCAN: usize = 256;
 
 struct Shard {
     /// `slot << 1 | dir`, hashed by the connection's symmetric hash.
@@ -201,7 +201,9 @@ impl Conntrack {
     /// A table holding at most `max` connections.
     pub fn new(max: usize, cfg: Config) -> Conntrack {
         let shards = (0..SHARDS)
-            .map(|_| Padded(Mutex::new(Shard { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), cursor: 0 })))
+            .map(|_| {
+                Padded(Mutex::new(Shard { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), cursor: 0 }))
+            })
             .collect();
         Conntrack {
             shards,
@@ -273,7 +275,8 @@ impl Conntrack {
         for _ in 0..2 {
             let mut guard = self.shard(h).lock();
             let Shard { index, slots, free, .. } = &mut *guard;
-            let found = index.find(h, |&e| slots[(e >> 1) as usize].as_ref().is_some_and(|c| c.tuple[(e & 1) as usize] == tuple));
+            let found = index
+                .find(h, |&e| slots[(e >> 1) as usize].as_ref().is_some_and(|c| c.tuple[(e & 1) as usize] == tuple));
             let Some(&e) = found else { break };
             let slot = (e >> 1) as usize;
             let dir = if e & 1 == 0 { Dir::Original } else { Dir::Reply };
@@ -331,7 +334,15 @@ impl Conntrack {
     }
 
     /// Builds the unconfirmed connection for a packet that found none.
-    fn prepare_new(&self, now: Timestamp, buf: &[u8], pkt: &Packet, p: Proto, tuple: Tuple, stats: &mut Stats) -> Tracked {
+    fn prepare_new(
+        &self,
+        now: Timestamp,
+        buf: &[u8],
+        pkt: &Packet,
+        p: Proto,
+        tuple: Tuple,
+        stats: &mut Stats,
+    ) -> Tracked {
         let state = match l4::new(p, pkt, buf, &self.cfg) {
             Ok(s) => s,
             Err(r) => {
@@ -421,16 +432,19 @@ impl Conntrack {
         let now = c.start;
         // Another worker may have confirmed the same flow meanwhile: keep theirs (clash resolution).
         let clash = index.find(h, |&e| {
-            slots[(e >> 1) as usize]
-                .as_ref()
-                .is_some_and(|o| o.expires > now && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1]))
+            slots[(e >> 1) as usize].as_ref().is_some_and(|o| {
+                o.expires > now && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1])
+            })
         });
         if clash.is_some() {
             stats.clash_resolve += 1;
             return Ok(());
         }
         if self.count.load(Ordering::Relaxed) >= self.max {
-            if self.early_drop(index, slots, free, cursor, now) {
+            let mut budget = EARLY_DROP_SCAN;
+            let dropped = self.early_drop(index, slots, free, cursor, now, &mut budget)
+                || self.early_drop_elsewhere(h, now, &mut budget);
+            if dropped {
                 stats.early_drop += 1;
             } else {
                 stats.drop += 1;
@@ -458,14 +472,25 @@ impl Conntrack {
         Ok(())
     }
 
-    /// Drops one unassured connection of this shard (expired ones first): the kernel's early drop.
-    fn early_drop(&self, index: &mut HashTable<u32>, slots: &mut [Option<Conn>], free: &mut Vec<u32>, cursor: &mut usize, now: Timestamp) -> bool {
+    /// Drops one unassured connection of this shard (expired ones first): the kernel's early
+    /// drop. Examines at most `budget` entries and takes what it examined off `budget`.
+    fn early_drop(
+        &self,
+        index: &mut HashTable<u32>,
+        slots: &mut [Option<Conn>],
+        free: &mut Vec<u32>,
+        cursor: &mut usize,
+        now: Timestamp,
+        budget: &mut usize,
+    ) -> bool {
         let n = slots.len();
-        if n == 0 {
+        let scan = n.min(*budget);
+        if scan == 0 {
             return false;
         }
+        *budget -= scan;
         let mut victim = None;
-        for k in 0..EARLY_DROP_SCAN.min(n) {
+        for k in 0..scan {
             let s = (*cursor + k) % n;
             let Some(c) = &slots[s] else { continue };
             if c.expires <= now {
@@ -477,13 +502,31 @@ impl Conntrack {
             }
         }
         let Some(s) = victim else {
-            *cursor = (*cursor + EARLY_DROP_SCAN) % n;
+            *cursor = (*cursor + scan) % n;
             return false;
         };
         *cursor = (s + 1) % n;
         let h = self.hash(&slots[s].as_ref().expect("victim is live").tuple[0]);
         self.remove(index, slots, free, h, s);
         true
+    }
+
+    /// Early drop in the shards after the one of hash `h`, skipping any that is locked (so lock
+    /// order does not matter), until `budget` entries have been examined: a sparse table may have
+    /// nothing to drop in one shard, and a full table of assured entries must fail fast.
+    fn early_drop_elsewhere(&self, h: u64, now: Timestamp, budget: &mut usize) -> bool {
+        let own = (h >> 48) as usize % SHARDS;
+        for k in 1..SHARDS {
+            if *budget == 0 {
+                break;
+            }
+            let Some(mut guard) = self.shards[(own + k) % SHARDS].0.try_lock() else { continue };
+            let Shard { index, slots, free, cursor } = &mut *guard;
+            if self.early_drop(index, slots, free, cursor, now, budget) {
+                return true;
+            }
+        }
+        false
     }
 
     fn remove(&self, index: &mut HashTable<u32>, slots: &mut [Option<Conn>], free: &mut Vec<u32>, h: u64, slot: usize) {
@@ -562,6 +605,9 @@ impl Conntrack {
         self.values(c)
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 fn slots_tuple(slots: &[Option<Conn>], e: u32) -> Tuple {
     slots[(e >> 1) as usize].as_ref().expect("indexed slot is live").tuple[(e & 1) as usize]

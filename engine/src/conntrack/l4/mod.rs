@@ -35,7 +35,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { checksum: true, tcp_loose: true, tcp_be_liberal: false, tcp_max_retrans: 3, tcp_ignore_invalid_rst: false }
+        Config {
+            checksum: true,
+            tcp_loose: true,
+            tcp_be_liberal: false,
+            tcp_max_retrans: 3,
+            tcp_ignore_invalid_rst: false,
+        }
     }
 }
 

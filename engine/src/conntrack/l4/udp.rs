@@ -53,7 +53,10 @@ impl Tracker for Udp {
         }
         // A zero checksum means "none" (IPv4 only; IPv6 requires one, but the kernel leaves that
         // to the IPv6 stack and does not flag it here).
-        if cfg.checksum && u.checksum != 0 && checksum::l4(pkt.family, &pkt.src, &pkt.dst, pkt.proto, &seg[..len], len) != 0 {
+        if cfg.checksum
+            && u.checksum != 0
+            && checksum::l4(pkt.family, &pkt.src, &pkt.dst, pkt.proto, &seg[..len], len) != 0
+        {
             return Err(Invalid::Checksum);
         }
         Ok(())

@@ -1,0 +1,283 @@
+//! Table-level scenarios on a virtual clock: directions, confirm, clash, expiry, early drop,
+//! UDP and ICMP classification, RELATED errors; and property tests of the table's invariants.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+use proto::build::{opt, PacketBuilder};
+use proto::packet::{parse_ip, tcp_flags};
+
+use super::*;
+use crate::display::conntrack_line;
+
+fn a() -> PacketBuilder {
+    PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1))
+}
+
+fn a6() -> PacketBuilder {
+    PacketBuilder::v6("2001:2:0:1::1".parse::<Ipv6Addr>().unwrap(), "2001:2:0:2::1".parse().unwrap())
+}
+
+/// Tracks and (when `accept`) confirms one datagram; returns (state, dir).
+fn run(ct: &Conntrack, now: Timestamp, dgram: &[u8], st: &mut Stats) -> (CtState, Dir) {
+    let p = parse_ip(dgram, 0).expect("test packet parses");
+    let mut t = ct.track(now, dgram, &p, st);
+    ct.confirm(&mut t, st).expect("room in the table");
+    (t.state, t.dir)
+}
+
+fn lines(ct: &Conntrack, now: Timestamp) -> Vec<String> {
+    let mut v = Vec::new();
+    ct.for_each(now, |c| v.push(conntrack_line(c, now)));
+    v.sort();
+    v
+}
+
+const T0: Timestamp = Timestamp::from_secs(1000);
+
+#[test]
+fn udp_both_directions_share_one_entry_and_assure_after_two_seconds() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    assert_eq!(run(&ct, T0, &a().udp(5000, 53, b"q"), &mut st), (CtState::New, Dir::Original));
+    assert_eq!(
+        lines(&ct, T0),
+        ["udp      17 29 src=198.18.0.1 dst=198.19.0.1 sport=5000 dport=53 [UNREPLIED] src=198.19.0.1 dst=198.18.0.1 sport=53 dport=5000 mark=0 use=1"]
+    );
+    // A second original packet before any reply is still NEW.
+    assert_eq!(run(&ct, T0, &a().udp(5000, 53, b"q"), &mut st).0, CtState::New);
+    assert_eq!(run(&ct, T0, &a().reverse().udp(53, 5000, b"r"), &mut st), (CtState::Established, Dir::Reply));
+    assert_eq!(ct.len(), 1);
+    // Replied but younger than 2 s: unreplied timeout, not assured.
+    assert_eq!(
+        lines(&ct, T0),
+        ["udp      17 29 src=198.18.0.1 dst=198.19.0.1 sport=5000 dport=53 src=198.19.0.1 dst=198.18.0.1 sport=53 dport=5000 mark=0 use=1"]
+    );
+    let later = Timestamp::from_secs(1003);
+    assert_eq!(run(&ct, later, &a().udp(5000, 53, b"q"), &mut st), (CtState::Established, Dir::Original));
+    assert_eq!(
+        lines(&ct, later),
+        ["udp      17 119 src=198.18.0.1 dst=198.19.0.1 sport=5000 dport=53 src=198.19.0.1 dst=198.18.0.1 sport=53 dport=5000 [ASSURED] mark=0 use=1"]
+    );
+    assert_eq!(st.insert, 1);
+}
+
+#[test]
+fn expired_entries_vanish_on_lookup_and_by_sweep() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    run(&ct, T0, &a().udp(5000, 53, b"q"), &mut st);
+    run(&ct, T0, &a().udp(5001, 53, b"q"), &mut st);
+    let late = Timestamp::from_secs(1031);
+    assert!(lines(&ct, late).is_empty(), "expired entries are not listed");
+    // Lookup meets the expired entry: it is removed and the packet starts a new connection.
+    assert_eq!(run(&ct, late, &a().udp(5000, 53, b"q"), &mut st).0, CtState::New);
+    assert_eq!(st.expired, 1);
+    assert_eq!(ct.len(), 2);
+    // The other one goes with the sweep.
+    let mut removed = 0;
+    for _ in 0..SHARDS {
+        removed += ct.sweep(late, SHARDS * 4, &mut st);
+    }
+    assert_eq!(removed, 1);
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn unconfirmed_connections_never_enter_the_table() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let d = a().udp(5000, 53, b"q");
+    let p = parse_ip(&d, 0).unwrap();
+    let t = ct.track(T0, &d, &p, &mut st);
+    assert!(t.is_pending());
+    drop(t); // the packet was dropped by the rules
+    assert!(ct.is_empty());
+    assert_eq!(ct.track(T0, &d, &p, &mut st).state, CtState::New);
+}
+
+#[test]
+fn two_workers_confirming_one_flow_make_one_entry() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let (mut s1, mut s2) = (Stats::default(), Stats::default());
+    let d = a().udp(5000, 53, b"q");
+    let p = parse_ip(&d, 0).unwrap();
+    let mut t1 = ct.track(T0, &d, &p, &mut s1);
+    let mut t2 = ct.track(T0, &d, &p, &mut s2);
+    ct.confirm(&mut t1, &mut s1).unwrap();
+    ct.confirm(&mut t2, &mut s2).unwrap();
+    assert_eq!(ct.len(), 1);
+    assert_eq!((s1.insert, s2.insert, s2.clash_resolve), (1, 0, 1));
+}
+
+#[test]
+fn full_table_drops_unassured_first_then_refuses() {
+    let ct = Conntrack::new(4, Config::default());
+    let mut st = Stats::default();
+    for port in 0..4 {
+        run(&ct, T0, &a().udp(6000 + port, 53, b"q"), &mut st);
+    }
+    assert_eq!(ct.len(), 4);
+    run(&ct, T0, &a().udp(7000, 53, b"q"), &mut st);
+    assert_eq!((ct.len(), st.early_drop), (4, 1));
+
+    // Now make every entry assured: nothing may be dropped, the new packet's flow is refused.
+    let ct = Conntrack::new(2, Config::default());
+    let mut st = Stats::default();
+    let later = Timestamp::from_secs(1003);
+    for port in 0..2 {
+        run(&ct, T0, &a().udp(6000 + port, 53, b"q"), &mut st);
+        run(&ct, T0, &a().reverse().udp(53, 6000 + port, b"r"), &mut st);
+        run(&ct, later, &a().udp(6000 + port, 53, b"q"), &mut st);
+    }
+    let d = a().udp(7000, 53, b"q");
+    let p = parse_ip(&d, 0).unwrap();
+    let mut t = ct.track(later, &d, &p, &mut st);
+    assert_eq!(ct.confirm(&mut t, &mut st), Err(Refused::TableFull));
+    assert_eq!((ct.len(), st.drop, st.early_drop), (2, 1, 0));
+}
+
+#[test]
+fn icmp_echo_pairs_and_unsolicited_reply() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let echo = a().icmp(8, 0, 0x0042_0001, b"ping");
+    let reply = a().reverse().icmp(0, 0, 0x0042_0001, b"ping");
+    assert_eq!(run(&ct, T0, &echo, &mut st), (CtState::New, Dir::Original));
+    assert_eq!(run(&ct, T0, &reply, &mut st), (CtState::Established, Dir::Reply));
+    assert_eq!(
+        lines(&ct, T0),
+        ["icmp     1 29 src=198.18.0.1 dst=198.19.0.1 type=8 code=0 id=66 src=198.19.0.1 dst=198.18.0.1 type=0 code=0 id=66 mark=0 use=1"]
+    );
+    // An echo reply that answers nothing is invalid, and so is an unknown type.
+    let stray = a().reverse().icmp(0, 0, 0x0099_0001, b"x");
+    assert_eq!(run(&ct, T0, &stray, &mut st).0, CtState::Invalid);
+    assert_eq!(run(&ct, T0, &a().icmp(42, 0, 0, b""), &mut st).0, CtState::Invalid);
+    assert_eq!(st.invalid_by[Invalid::IcmpType as usize], 2);
+}
+
+#[test]
+fn icmp_errors_are_related_to_the_flow_they_quote() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let udp = a().udp(5000, 53, b"query");
+    run(&ct, T0, &udp, &mut st);
+    // The server answers with port unreachable quoting the datagram.
+    let unreach = a().reverse().icmp(3, 3, 0, &udp);
+    assert_eq!(run(&ct, T0, &unreach, &mut st), (CtState::Related, Dir::Reply));
+    // Quoting a flow nobody tracks: invalid.
+    let other = a().udp(5999, 53, b"query");
+    assert_eq!(run(&ct, T0, &a().reverse().icmp(3, 3, 0, &other), &mut st).0, CtState::Invalid);
+    // Addressed elsewhere than the flow's source: invalid.
+    let elsewhere = PacketBuilder::v4(Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 18, 0, 99)).icmp(3, 3, 0, &udp);
+    assert_eq!(run(&ct, T0, &elsewhere, &mut st).0, CtState::Invalid);
+    // The error changed nothing in the table.
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn icmpv6_neighbour_discovery_is_untracked_and_errors_related() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let ns = a6().icmp(135, 0, 0, &[0u8; 16]);
+    assert_eq!(run(&ct, T0, &ns, &mut st).0, CtState::Untracked);
+    let udp = a6().udp(5000, 53, b"query");
+    run(&ct, T0, &udp, &mut st);
+    let ptb = a6().reverse().icmp(2, 0, 1280, &udp);
+    assert_eq!(run(&ct, T0, &ptb, &mut st), (CtState::Related, Dir::Reply));
+    let echo = a6().icmp(128, 0, 0x0007_0001, b"");
+    assert_eq!(run(&ct, T0, &echo, &mut st).0, CtState::New);
+    assert_eq!(ct.len(), 2);
+}
+
+#[test]
+fn bad_checksums_are_invalid_and_counted() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let mut d = a().udp(5000, 53, b"q");
+    let last = d.len() - 1;
+    d[last] ^= 0xff;
+    assert_eq!(run(&ct, T0, &d, &mut st).0, CtState::Invalid);
+    assert_eq!(st.invalid_by[Invalid::Checksum as usize], 1);
+    assert!(ct.is_empty());
+}
+
+#[test]
+fn generic_and_gre_use_their_timeouts() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    run(&ct, T0, &a().raw(253, b"abc"), &mut st);
+    run(&ct, T0, &a().gre(0, 0x0800, None, 0, b"inner"), &mut st);
+    run(&ct, T0, &a().reverse().gre(0, 0x0800, None, 0, b"inner"), &mut st);
+    // The first reply still gets the unreplied timeout (SEEN_REPLY is set after the tracker ran);
+    // the next packet finds a replied connection: stream timeout and ASSURED.
+    run(&ct, T0, &a().gre(0, 0x0800, None, 0, b"inner"), &mut st);
+    assert_eq!(
+        lines(&ct, T0),
+        [
+            "gre      47 179 src=198.18.0.1 dst=198.19.0.1 srckey=0x0 dstkey=0x0 src=198.19.0.1 dst=198.18.0.1 srckey=0x0 dstkey=0x0 [ASSURED] mark=0 use=1",
+            "unknown  253 599 src=198.18.0.1 dst=198.19.0.1 [UNREPLIED] src=198.19.0.1 dst=198.18.0.1 mark=0 use=1",
+        ]
+    );
+    // GRE is tracked for IPv4 only.
+    assert_eq!(run(&ct, T0, &a6().gre(0, 0x86dd, None, 0, b"x"), &mut st).0, CtState::Invalid);
+}
+
+/// A random packet among a few hosts and ports, of the trackers with the least state.
+fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
+    (0u8..4, 0u8..4, 0u16..6, 0u16..6, 0u8..5, any::<u32>(), any::<u8>()).prop_map(|(s, d, sp, dp, kind, seq, flags)| {
+        let b = PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, s), Ipv4Addr::new(198, 19, 0, d));
+        let b = if seq % 2 == 0 { b } else { b.reverse() };
+        match kind {
+            0 => b.udp(1000 + sp, 2000 + dp, b"x"),
+            1 => b.icmp(if flags % 2 == 0 { 8 } else { 0 }, 0, u32::from(sp) << 16, b""),
+            2 => b.tcp(1000 + sp, 2000 + dp, seq, seq / 2, flags, 1000, &opt::mss(1460), b""),
+            3 => b.tcp(1000 + sp, 2000 + dp, seq, 0, tcp_flags::SYN, 1000, b"", b""),
+            _ => b.raw(253, b"x"),
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let ct = Conntrack::new(64, Config::default());
+        let mut st = Stats::default();
+        if let Ok(p) = proto::packet::parse_frame(&bytes) {
+            let mut t = ct.track(T0, &bytes, &p, &mut st);
+            let _ = ct.confirm(&mut t, &mut st);
+        }
+        if let Ok(p) = parse_ip(&bytes, 0) {
+            let mut t = ct.track(T0, &bytes, &p, &mut st);
+            let _ = ct.confirm(&mut t, &mut st);
+        }
+    }
+
+    #[test]
+    fn table_stays_within_max_and_counters_agree(
+        pkts in proptest::collection::vec((arb_packet(), 0u64..40_000), 1..300),
+    ) {
+        let max = 16;
+        let ct = Conntrack::new(max, Config::default());
+        let mut st = Stats::default();
+        let mut now = T0;
+        let mut removed_by_kill = 0u64;
+        for (d, dt_ms) in pkts {
+            now = Timestamp(now.0 + dt_ms * 1_000_000);
+            let p = parse_ip(&d, 0).unwrap();
+            let before = ct.len();
+            let mut t = ct.track(now, &d, &p, &mut st);
+            let _ = ct.confirm(&mut t, &mut st);
+            prop_assert!(ct.len() <= max, "table grew to {} > {}", ct.len(), max);
+            // Entries only go away by expiry, early drop or a tracker's kill/repeat.
+            if ct.len() < before {
+                removed_by_kill += (before - ct.len()) as u64;
+            }
+            let mut live = 0;
+            ct.for_each(Timestamp(0), |_| live += 1);
+            prop_assert_eq!(live, ct.len());
+        }
+        prop_assert!(st.insert >= ct.len() as u64);
+        prop_assert!(st.insert - ct.len() as u64 <= st.expired + st.early_drop + st.search_restart + removed_by_kill);
+    }
+}

@@ -1,0 +1,421 @@
+//! Building packets: whole IP datagrams with correct lengths and checksums, for tests,
+//! benchmarks, fuzz seeds and the packets ferrowall itself sends.
+//!
+//! ```
+//! use ferrowall_proto::build::{opt, PacketBuilder};
+//! use ferrowall_proto::packet::tcp_flags::SYN;
+//! let ip = PacketBuilder::v4("198.18.0.1".parse().unwrap(), "198.19.0.1".parse().unwrap());
+//! let syn = ip.tcp(40000, 80, 1000, 0, SYN, 64240, &[opt::mss(1460), opt::wscale(7)].concat(), b"");
+//! assert!(ferrowall_proto::packet::parse_ip(&syn, 0).is_ok());
+//! ```
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::checksum;
+use crate::packet::{ipproto, Family};
+
+/// TCP option encoders; concatenate them and pass the bytes to [`PacketBuilder::tcp`], which pads.
+pub mod opt {
+    /// Maximum segment size.
+    pub fn mss(v: u16) -> Vec<u8> {
+        let b = v.to_be_bytes();
+        vec![2, 4, b[0], b[1]]
+    }
+    /// Window scale shift.
+    pub fn wscale(shift: u8) -> Vec<u8> {
+        vec![3, 3, shift]
+    }
+    /// SACK permitted.
+    pub fn sack_perm() -> Vec<u8> {
+        vec![4, 2]
+    }
+    /// SACK blocks (left, right edges).
+    pub fn sack(blocks: &[(u32, u32)]) -> Vec<u8> {
+        let mut v = vec![5, (2 + 8 * blocks.len()) as u8];
+        for (l, r) in blocks {
+            v.extend_from_slice(&l.to_be_bytes());
+            v.extend_from_slice(&r.to_be_bytes());
+        }
+        v
+    }
+    /// Timestamps (value, echo reply).
+    pub fn timestamp(val: u32, ecr: u32) -> Vec<u8> {
+        let mut v = vec![8, 10];
+        v.extend_from_slice(&val.to_be_bytes());
+        v.extend_from_slice(&ecr.to_be_bytes());
+        v
+    }
+    /// No-operation (padding).
+    pub fn nop() -> Vec<u8> {
+        vec![1]
+    }
+}
+
+/// One SCTP chunk to put in a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub ty: u8,
+    pub flags: u8,
+    pub value: Vec<u8>,
+}
+
+impl Chunk {
+    /// A chunk of type `ty` with `flags` and `value`.
+    pub fn new(ty: u8, flags: u8, value: &[u8]) -> Chunk {
+        Chunk { ty, flags, value: value.to_vec() }
+    }
+
+    /// An INIT or INIT ACK value: initiate tag, a_rwnd, streams and initial TSN.
+    pub fn init_value(initiate_tag: u32, initial_tsn: u32) -> Vec<u8> {
+        let mut v = initiate_tag.to_be_bytes().to_vec();
+        v.extend_from_slice(&65535u32.to_be_bytes());
+        v.extend_from_slice(&[0, 10, 0, 10]);
+        v.extend_from_slice(&initial_tsn.to_be_bytes());
+        v
+    }
+}
+
+/// Builds datagrams between two addresses.
+#[derive(Debug, Clone)]
+pub struct PacketBuilder {
+    family: Family,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ttl: u8,
+    id: u16,
+    /// IPv6 extension headers to put before the upper layer: (kind, body length in 8-byte units).
+    ext: Vec<u8>,
+}
+
+impl PacketBuilder {
+    /// IPv4 from `src` to `dst`, TTL 64.
+    pub fn v4(src: Ipv4Addr, dst: Ipv4Addr) -> PacketBuilder {
+        let mut s = [0; 16];
+        let mut d = [0; 16];
+        s[..4].copy_from_slice(&src.octets());
+        d[..4].copy_from_slice(&dst.octets());
+        PacketBuilder { family: Family::V4, src: s, dst: d, ttl: 64, id: 1, ext: Vec::new() }
+    }
+
+    /// IPv6 from `src` to `dst`, hop limit 64.
+    pub fn v6(src: Ipv6Addr, dst: Ipv6Addr) -> PacketBuilder {
+        PacketBuilder { family: Family::V6, src: src.octets(), dst: dst.octets(), ttl: 64, id: 1, ext: Vec::new() }
+    }
+
+    /// The same endpoints the other way round.
+    pub fn reverse(&self) -> PacketBuilder {
+        PacketBuilder { src: self.dst, dst: self.src, ..self.clone() }
+    }
+
+    /// Sets the TTL / hop limit.
+    pub fn ttl(mut self, ttl: u8) -> PacketBuilder {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the IPv4 identification.
+    pub fn id(mut self, id: u16) -> PacketBuilder {
+        self.id = id;
+        self
+    }
+
+    /// IPv6 only: extension headers (ipproto::HOPOPTS, DSTOPTS, ROUTING) placed before the upper
+    /// layer, each the minimal 8 bytes (PadN options; routing type 4 with segments left 0).
+    pub fn ext_headers(mut self, kinds: &[u8]) -> PacketBuilder {
+        self.ext = kinds.to_vec();
+        self
+    }
+
+    /// The family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// A datagram carrying `l4` (whose checksum the caller already set) as protocol `proto`.
+    pub fn ip(&self, proto: u8, l4: &[u8]) -> Vec<u8> {
+        match self.family {
+            Family::V4 => {
+                let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, self.ttl, proto, 0, 0];
+                p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+                p[4..6].copy_from_slice(&self.id.to_be_bytes());
+                p.extend_from_slice(&self.src[..4]);
+                p.extend_from_slice(&self.dst[..4]);
+                let c = checksum::internet(&p);
+                p[10..12].copy_from_slice(&c.to_be_bytes());
+                p.extend_from_slice(l4);
+                p
+            }
+            Family::V6 => {
+                let mut ext = Vec::new();
+                let first = self.ext.first().copied().unwrap_or(proto);
+                for (i, &kind) in self.ext.iter().enumerate() {
+                    let next = self.ext.get(i + 1).copied().unwrap_or(proto);
+                    match kind {
+                        ipproto::ROUTING => ext.extend_from_slice(&[next, 0, 4, 0, 0, 0, 0, 0]),
+                        _ => ext.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+                    }
+                }
+                let mut p = vec![0x60, 0, 0, 0, 0, 0, first, self.ttl];
+                p[4..6].copy_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+                p.extend_from_slice(&self.src);
+                p.extend_from_slice(&self.dst);
+                p.extend_from_slice(&ext);
+                p.extend_from_slice(l4);
+                p
+            }
+        }
+    }
+
+    fn l4_checksum(&self, proto: u8, seg: &mut [u8], at: usize, cover: usize) {
+        seg[at..at + 2].fill(0);
+        let c = checksum::l4(self.family, &self.src, &self.dst, proto, seg, cover);
+        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// A TCP segment. `opts` is padded with NOPs to a multiple of 4 bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp(
+        &self,
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        opts: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut o = opts.to_vec();
+        while o.len() % 4 != 0 {
+            o.push(1);
+        }
+        let hlen = 20 + o.len();
+        let mut s = Vec::with_capacity(hlen + payload.len());
+        s.extend_from_slice(&sport.to_be_bytes());
+        s.extend_from_slice(&dport.to_be_bytes());
+        s.extend_from_slice(&seq.to_be_bytes());
+        s.extend_from_slice(&ack.to_be_bytes());
+        s.push(((hlen / 4) as u8) << 4);
+        s.push(flags);
+        s.extend_from_slice(&window.to_be_bytes());
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        s.extend_from_slice(&o);
+        s.extend_from_slice(payload);
+        let n = s.len();
+        self.l4_checksum(ipproto::TCP, &mut s, 16, n);
+        self.ip(ipproto::TCP, &s)
+    }
+
+    /// A UDP datagram.
+    pub fn udp(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut s = Vec::with_capacity(8 + payload.len());
+        s.extend_from_slice(&sport.to_be_bytes());
+        s.extend_from_slice(&dport.to_be_bytes());
+        s.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        s.extend_from_slice(&[0, 0]);
+        s.extend_from_slice(payload);
+        let n = s.len();
+        self.l4_checksum(ipproto::UDP, &mut s, 6, n);
+        if s[6..8] == [0, 0] {
+            // A computed zero is sent as all ones (RFC 768).
+            s[6..8].copy_from_slice(&[0xff, 0xff]);
+        }
+        self.ip(ipproto::UDP, &s)
+    }
+
+    /// A UDP-Lite datagram with checksum coverage `coverage` (0 = everything).
+    pub fn udplite(&self, sport: u16, dport: u16, coverage: u16, payload: &[u8]) -> Vec<u8> {
+        let mut s = Vec::with_capacity(8 + payload.len());
+        s.extend_from_slice(&sport.to_be_bytes());
+        s.extend_from_slice(&dport.to_be_bytes());
+        s.extend_from_slice(&coverage.to_be_bytes());
+        s.extend_from_slice(&[0, 0]);
+        s.extend_from_slice(payload);
+        let cover = if coverage == 0 { s.len() } else { usize::from(coverage) };
+        self.l4_checksum(ipproto::UDPLITE, &mut s, 6, cover);
+        if s[6..8] == [0, 0] {
+            s[6..8].copy_from_slice(&[0xff, 0xff]);
+        }
+        self.ip(ipproto::UDPLITE, &s)
+    }
+
+    /// An ICMP (IPv4) or ICMPv6 (IPv6) message; `rest` is the second header word (id << 16 | seq
+    /// for queries, unused/MTU/pointer for errors), `payload` follows (for errors: the quoted
+    /// datagram).
+    pub fn icmp(&self, ty: u8, code: u8, rest: u32, payload: &[u8]) -> Vec<u8> {
+        let mut s = vec![ty, code, 0, 0];
+        s.extend_from_slice(&rest.to_be_bytes());
+        s.extend_from_slice(payload);
+        let c = match self.family {
+            Family::V4 => checksum::internet(&s),
+            Family::V6 => checksum::l4(self.family, &self.src, &self.dst, ipproto::ICMPV6, &s, s.len()),
+        };
+        s[2..4].copy_from_slice(&c.to_be_bytes());
+        let proto = if self.family == Family::V4 { ipproto::ICMP } else { ipproto::ICMPV6 };
+        self.ip(proto, &s)
+    }
+
+    /// An SCTP packet with verification tag `vtag` and `chunks`, CRC32c filled in.
+    pub fn sctp(&self, sport: u16, dport: u16, vtag: u32, chunks: &[Chunk]) -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(&sport.to_be_bytes());
+        s.extend_from_slice(&dport.to_be_bytes());
+        s.extend_from_slice(&vtag.to_be_bytes());
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        for c in chunks {
+            s.push(c.ty);
+            s.push(c.flags);
+            s.extend_from_slice(&((4 + c.value.len()) as u16).to_be_bytes());
+            s.extend_from_slice(&c.value);
+            while s.len() % 4 != 0 {
+                s.push(0);
+            }
+        }
+        checksum::sctp_fill(&mut s);
+        self.ip(ipproto::SCTP, &s)
+    }
+
+    /// A GRE packet. Version 0: `key` (if any) goes in the key field. Version 1 (PPTP): the key
+    /// field carries payload length and `call_id`.
+    pub fn gre(&self, version: u8, protocol: u16, key: Option<u32>, call_id: u16, payload: &[u8]) -> Vec<u8> {
+        let mut s = Vec::new();
+        if version == 1 {
+            s.extend_from_slice(&[0x20, 0x01]);
+            s.extend_from_slice(&protocol.to_be_bytes());
+            s.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            s.extend_from_slice(&call_id.to_be_bytes());
+        } else {
+            s.extend_from_slice(&[if key.is_some() { 0x20 } else { 0 }, version & 7]);
+            s.extend_from_slice(&protocol.to_be_bytes());
+            if let Some(k) = key {
+                s.extend_from_slice(&k.to_be_bytes());
+            }
+        }
+        s.extend_from_slice(payload);
+        self.ip(ipproto::GRE, &s)
+    }
+
+    /// A datagram of any protocol with `payload` as its body.
+    pub fn raw(&self, proto: u8, payload: &[u8]) -> Vec<u8> {
+        self.ip(proto, payload)
+    }
+}
+
+/// An Ethernet frame carrying `datagram` (IPv4 or IPv6 by its version nibble).
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], datagram: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + datagram.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    let ethertype: u16 = if datagram.first().map(|b| b >> 4) == Some(6) { 0x86dd } else { 0x0800 };
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(datagram);
+    f
+}
+
+/// Splits an unfragmented IP datagram into fragments carrying at most `max_payload` bytes of
+/// fragmentable data each (rounded down to a multiple of 8). IPv6 fragments put the fragment
+/// header after all extension headers (hop-by-hop, routing and destination options are kept in
+/// every fragment), with identification `0x1234_5678`; IPv4 keeps the datagram's identification.
+pub fn fragment(datagram: &[u8], max_payload: usize) -> Vec<Vec<u8>> {
+    let step = (max_payload / 8).max(1) * 8;
+    match datagram[0] >> 4 {
+        4 => {
+            let ihl = usize::from(datagram[0] & 0xf) * 4;
+            let (hdr, data) = datagram.split_at(ihl);
+            data.chunks(step)
+                .enumerate()
+                .map(|(i, part)| {
+                    let mut p = hdr.to_vec();
+                    p[2..4].copy_from_slice(&((ihl + part.len()) as u16).to_be_bytes());
+                    let more = (i + 1) * step < data.len();
+                    let word = ((i * step / 8) as u16) | if more { 0x2000 } else { 0 };
+                    p[6..8].copy_from_slice(&word.to_be_bytes());
+                    p[10..12].fill(0);
+                    let c = checksum::internet(&p);
+                    p[10..12].copy_from_slice(&c.to_be_bytes());
+                    p.extend_from_slice(part);
+                    p
+                })
+                .collect()
+        }
+        _ => {
+            // Find the end of the unfragmentable part: IPv6 header plus the extension headers.
+            let mut next = datagram[6];
+            let mut prev_next = 6;
+            let mut at = 40;
+            while matches!(next, ipproto::HOPOPTS | ipproto::ROUTING | ipproto::DSTOPTS) {
+                prev_next = at;
+                next = datagram[at];
+                at += (usize::from(datagram[at + 1]) + 1) * 8;
+            }
+            let (hdr, data) = datagram.split_at(at);
+            data.chunks(step)
+                .enumerate()
+                .map(|(i, part)| {
+                    let mut p = hdr.to_vec();
+                    p[prev_next] = ipproto::FRAGMENT;
+                    let more = (i + 1) * step < data.len();
+                    let word = ((i * step) as u16) | u16::from(more);
+                    p.extend_from_slice(&[next, 0]);
+                    p.extend_from_slice(&word.to_be_bytes());
+                    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+                    p.extend_from_slice(part);
+                    let plen = (p.len() - 40) as u16;
+                    p[4..6].copy_from_slice(&plen.to_be_bytes());
+                    p
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{parse_ip, L4};
+
+    fn v4() -> PacketBuilder {
+        PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1))
+    }
+
+    fn v6() -> PacketBuilder {
+        PacketBuilder::v6("2001:2:0:1::1".parse().unwrap(), "2001:2:0:2::1".parse().unwrap())
+    }
+
+    #[test]
+    fn built_packets_parse_with_valid_checksums() {
+        for b in [v4(), v6()] {
+            let t = b.tcp(1, 2, 3, 4, 0x12, 5, &[opt::mss(1400), opt::sack_perm(), opt::wscale(3)].concat(), b"abc");
+            let p = parse_ip(&t, 0).unwrap();
+            let seg = p.l4_bytes(&t);
+            assert_eq!(checksum::l4(p.family, &p.src, &p.dst, 6, seg, seg.len()), 0);
+            let L4::Tcp(tcp) = p.l4 else { panic!() };
+            assert_eq!((tcp.options.mss, tcp.options.wscale, p.payload_len()), (Some(1400), Some(3), 3));
+
+            let u = b.udp(5, 6, b"hello");
+            let p = parse_ip(&u, 0).unwrap();
+            let seg = p.l4_bytes(&u);
+            assert_eq!(checksum::l4(p.family, &p.src, &p.dst, 17, seg, seg.len()), 0);
+
+            let s = b.sctp(7, 8, 0, &[Chunk::new(1, 0, &Chunk::init_value(42, 1))]);
+            let p = parse_ip(&s, 0).unwrap();
+            assert!(checksum::sctp_ok(p.l4_bytes(&s)));
+        }
+    }
+
+    #[test]
+    fn fragments_carry_the_datagram() {
+        for b in [v4(), v6().ext_headers(&[ipproto::HOPOPTS, ipproto::DSTOPTS])] {
+            let d = b.udp(5000, 53, &[7u8; 100]);
+            let frags = fragment(&d, 40);
+            assert_eq!(frags.len(), 3);
+            let first = parse_ip(&frags[0], 0).unwrap();
+            let f = first.fragment.unwrap();
+            assert!(f.more && f.offset == 0);
+            assert!(matches!(first.l4, L4::Udp(_)));
+            let last = parse_ip(&frags[2], 0).unwrap();
+            let f = last.fragment.unwrap();
+            assert!(!f.more && f.offset == 80);
+        }
+    }
+}
