@@ -21,9 +21,10 @@ struct Cli {
 enum Cmd {
     /// Run a capture through the conntrack engine and print the table as `conntrack -L` does.
     Replay {
-        /// The capture (pcap; Ethernet, raw IP, IPv4 or IPv6 link type).
-        #[arg(long)]
-        pcap: String,
+        /// The capture (pcap; Ethernet, raw IP, IPv4 or IPv6 link type). Repeat it for one
+        /// capture per interface: packets are merged by timestamp.
+        #[arg(long, required = true)]
+        pcap: Vec<String>,
         /// First print one line per packet: `<index> <ct state> <direction>`.
         #[arg(long)]
         per_packet: bool,
@@ -37,14 +38,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Replay { pcap, per_packet, stats } => {
-            let file = match File::open(&pcap) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("ferrowall: {pcap}: {e}");
-                    return ExitCode::from(1);
+            let mut inputs = Vec::new();
+            for path in &pcap {
+                match File::open(path) {
+                    Ok(f) => inputs.push((path.clone(), BufReader::new(f))),
+                    Err(e) => {
+                        eprintln!("ferrowall: {path}: {e}");
+                        return ExitCode::from(1);
+                    }
                 }
-            };
-            let out = match ferrowall_engine::replay::replay(&pcap, BufReader::new(file)) {
+            }
+            let out = match ferrowall_engine::replay::replay(inputs) {
                 Ok(o) => o,
                 Err(e) => {
                     eprintln!("ferrowall: {e}");
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
                 let _ = writeln!(w, "{l}");
             }
             for (i, e) in &out.unparsed {
-                eprintln!("ferrowall: {pcap}: packet {i}: {e}");
+                eprintln!("ferrowall: packet {i}: {e}");
             }
             if stats {
                 let s = &out.stats;

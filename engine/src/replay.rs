@@ -43,22 +43,37 @@ fn parse(link: DataLink, data: &[u8]) -> Result<Packet, packet::ParseError> {
     }
 }
 
-/// Replays the capture in `input` (named `path` in errors).
-pub fn replay(path: &str, input: impl Read) -> Result<Outcome, ReplayError> {
+/// Reads every packet of one capture.
+fn read_all(path: &str, input: impl Read) -> Result<Vec<(Timestamp, DataLink, Vec<u8>)>, ReplayError> {
     let mut reader = PcapReader::new(input).map_err(|source| ReplayError::Open { path: path.into(), source })?;
     let link = reader.header().datalink;
     if !matches!(link, DataLink::ETHERNET | DataLink::RAW | DataLink::IPV4 | DataLink::IPV6) {
         return Err(ReplayError::LinkType { path: path.into(), link });
     }
+    let mut out = Vec::new();
+    while let Some(pkt) = reader.next_packet() {
+        let index = out.len() + 1;
+        let pkt = pkt.map_err(|source| ReplayError::Read { path: path.into(), index, source })?;
+        out.push((Timestamp(pkt.timestamp.as_nanos() as u64), link, pkt.data.into_owned()));
+    }
+    Ok(out)
+}
+
+/// Replays captures (each named by its path in errors). Several captures, say one per
+/// interface, are merged by timestamp (ties keep the order of the arguments).
+pub fn replay<R: Read>(inputs: Vec<(String, R)>) -> Result<Outcome, ReplayError> {
+    let mut packets = Vec::new();
+    for (path, input) in inputs {
+        packets.extend(read_all(&path, input)?);
+    }
+    packets.sort_by_key(|(ts, _, _)| *ts);
     let ct = Conntrack::new(DEFAULT_MAX, Config::default());
     let mut out = Outcome::default();
     let mut now = Timestamp::default();
-    let mut index = 0;
-    while let Some(pkt) = reader.next_packet() {
-        index += 1;
-        let pkt = pkt.map_err(|source| ReplayError::Read { path: path.into(), index, source })?;
-        now = Timestamp(pkt.timestamp.as_nanos() as u64);
-        let data = &pkt.data;
+    for (i, (ts, link, data)) in packets.iter().enumerate() {
+        let index = i + 1;
+        now = *ts;
+        let (link, data) = (*link, data.as_slice());
         let (state, dir) = match parse(link, data) {
             Ok(p) => {
                 let mut t = ct.track(now, data, &p, &mut out.stats);
