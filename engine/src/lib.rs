@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod conntrack;
+pub mod defrag;
 pub mod display;
 pub mod replay;
 pub mod timeouts;

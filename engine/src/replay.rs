@@ -10,6 +10,7 @@ use proto::packet::{self, Packet};
 
 use crate::clock::Timestamp;
 use crate::conntrack::{Config, Conntrack, CtState, Dir, Stats, DEFAULT_MAX};
+use crate::defrag::{Defrag, DefragConfig, Reassembly};
 use crate::display::conntrack_line;
 
 /// Why a capture could not be replayed.
@@ -26,7 +27,9 @@ pub enum ReplayError {
 /// What a replay produced.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// One line per packet, `<index> <state> <direction>`.
+    /// One line per packet, `<index> <state> <direction>`; a fragment that is held for reassembly
+    /// prints `<index> held fragment` (the fragment completing a datagram prints the datagram's
+    /// state), one that reassembly discards `<index> dropped fragment`.
     pub per_packet: Vec<String>,
     /// The table, `conntrack -L` lines, in creation order.
     pub table: Vec<String>,
@@ -41,6 +44,14 @@ fn parse(link: DataLink, data: &[u8]) -> Result<Packet, packet::ParseError> {
         DataLink::ETHERNET => packet::parse_frame(data),
         _ => packet::parse_ip(data, 0),
     }
+}
+
+/// Tracks one whole datagram and accepts it (no rule set): returns its state and direction.
+fn track(ct: &Conntrack, now: Timestamp, buf: &[u8], pkt: &Packet, stats: &mut Stats) -> (&'static str, &'static str) {
+    let mut t = ct.track(now, buf, pkt, stats);
+    // Every packet is accepted, so every new connection is confirmed.
+    let _ = ct.confirm(&mut t, stats);
+    (t.state.name(), t.dir.name())
 }
 
 /// Reads every packet of one capture.
@@ -68,30 +79,40 @@ pub fn replay<R: Read>(inputs: Vec<(String, R)>) -> Result<Outcome, ReplayError>
     }
     packets.sort_by_key(|(ts, _, _)| *ts);
     let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut defrag = Defrag::new(DefragConfig::default());
     let mut out = Outcome::default();
     let mut now = Timestamp::default();
     for (i, (ts, link, data)) in packets.iter().enumerate() {
         let index = i + 1;
         now = *ts;
         let (link, data) = (*link, data.as_slice());
+        defrag.expire(now);
         let (state, dir) = match parse(link, data) {
-            Ok(p) => {
-                let mut t = ct.track(now, data, &p, &mut out.stats);
-                // No rule set: every packet is accepted, so every new connection is confirmed.
-                let _ = ct.confirm(&mut t, &mut out.stats);
-                (t.state, t.dir)
-            }
+            Ok(p) if p.is_fragment() => match defrag.push(now, data, &p) {
+                Reassembly::Whole => track(&ct, now, data, &p, &mut out.stats),
+                Reassembly::Done(datagram) => match packet::parse_ip(&datagram, 0) {
+                    Ok(whole) => track(&ct, now, &datagram, &whole, &mut out.stats),
+                    Err(e) => {
+                        out.unparsed.push((index, e));
+                        out.stats.error += 1;
+                        ("invalid", "original")
+                    }
+                },
+                Reassembly::Held => ("held", "fragment"),
+                Reassembly::Dropped(_) => ("dropped", "fragment"),
+            },
+            Ok(p) => track(&ct, now, data, &p, &mut out.stats),
             // Not IP (ARP, ...): conntrack never sees it.
-            Err(packet::ParseError::NotIp { .. }) => (CtState::Untracked, Dir::Original),
+            Err(packet::ParseError::NotIp { .. }) => (CtState::Untracked.name(), Dir::Original.name()),
             // The IP layer would drop it before conntrack; we count it and call it invalid.
             Err(e) => {
                 out.unparsed.push((index, e));
                 out.stats.error += 1;
-                (CtState::Invalid, Dir::Original)
+                (CtState::Invalid.name(), Dir::Original.name())
             }
         };
         let mut line = String::new();
-        let _ = write!(line, "{} {} {}", index, state.name(), dir.name());
+        let _ = write!(line, "{index} {state} {dir}");
         out.per_packet.push(line);
     }
     let mut conns = Vec::new();

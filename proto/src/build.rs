@@ -186,7 +186,7 @@ impl PacketBuilder {
         payload: &[u8],
     ) -> Vec<u8> {
         let mut o = opts.to_vec();
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(1);
         }
         let hlen = 20 + o.len();
@@ -267,7 +267,7 @@ impl PacketBuilder {
             s.push(c.flags);
             s.extend_from_slice(&((4 + c.value.len()) as u16).to_be_bytes());
             s.extend_from_slice(&c.value);
-            while s.len() % 4 != 0 {
+            while !s.len().is_multiple_of(4) {
                 s.push(0);
             }
         }

@@ -307,8 +307,15 @@ impl Conntrack {
                 };
                 l4::packet(p, &mut c.proto, &mut ctx, pkt, buf)
             };
+            // As nf_ct_refresh_acct: a refresh also counts the packet; an ignored one (Keep) is
+            // neither counted nor refreshes; a FIXED_TIMEOUT connection is never refreshed.
             match verdict {
-                Verdict::Refresh(secs) => c.expires = now.plus_secs(secs),
+                Verdict::Refresh(secs) => {
+                    if !c.status.contains(Status::FIXED_TIMEOUT) {
+                        c.expires = now.plus_secs(secs);
+                    }
+                    c.account(dir, len);
+                }
                 Verdict::Keep => {}
                 Verdict::Invalid(r) => {
                     stats.invalid(r);
@@ -324,7 +331,6 @@ impl Conntrack {
                     continue;
                 }
             }
-            c.account(dir, len);
             if dir == Dir::Reply {
                 c.status.insert(Status::SEEN_REPLY);
             }
@@ -378,7 +384,10 @@ impl Conntrack {
             l4::packet(p, &mut c.proto, &mut ctx, pkt, buf)
         };
         match verdict {
-            Verdict::Refresh(secs) => c.expires = now.plus_secs(secs),
+            Verdict::Refresh(secs) => {
+                c.expires = now.plus_secs(secs);
+                c.account(Dir::Original, pkt.ip_len());
+            }
             Verdict::Keep => {}
             Verdict::Invalid(_) | Verdict::Kill | Verdict::Repeat => {
                 // Kill and Repeat need a connection in the table; for a first packet they mean
@@ -388,7 +397,6 @@ impl Conntrack {
                 return Tracked::invalid(r);
             }
         }
-        c.account(Dir::Original, pkt.ip_len());
         Tracked { state: CtState::New, dir: Dir::Original, invalid: None, pending: Some(c) }
     }
 

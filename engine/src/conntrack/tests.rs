@@ -225,17 +225,19 @@ fn generic_and_gre_use_their_timeouts() {
 
 /// A random packet among a few hosts and ports, of the trackers with the least state.
 fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
-    (0u8..4, 0u8..4, 0u16..6, 0u16..6, 0u8..5, any::<u32>(), any::<u8>()).prop_map(|(s, d, sp, dp, kind, seq, flags)| {
-        let b = PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, s), Ipv4Addr::new(198, 19, 0, d));
-        let b = if seq % 2 == 0 { b } else { b.reverse() };
-        match kind {
-            0 => b.udp(1000 + sp, 2000 + dp, b"x"),
-            1 => b.icmp(if flags % 2 == 0 { 8 } else { 0 }, 0, u32::from(sp) << 16, b""),
-            2 => b.tcp(1000 + sp, 2000 + dp, seq, seq / 2, flags, 1000, &opt::mss(1460), b""),
-            3 => b.tcp(1000 + sp, 2000 + dp, seq, 0, tcp_flags::SYN, 1000, b"", b""),
-            _ => b.raw(253, b"x"),
-        }
-    })
+    (0u8..4, 0u8..4, 0u16..6, 0u16..6, 0u8..5, any::<u32>(), any::<u8>()).prop_map(
+        |(s, d, sp, dp, kind, seq, flags)| {
+            let b = PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, s), Ipv4Addr::new(198, 19, 0, d));
+            let b = if seq % 2 == 0 { b } else { b.reverse() };
+            match kind {
+                0 => b.udp(1000 + sp, 2000 + dp, b"x"),
+                1 => b.icmp(if flags % 2 == 0 { 8 } else { 0 }, 0, u32::from(sp) << 16, b""),
+                2 => b.tcp(1000 + sp, 2000 + dp, seq, seq / 2, flags, 1000, &opt::mss(1460), b""),
+                3 => b.tcp(1000 + sp, 2000 + dp, seq, 0, tcp_flags::SYN, 1000, b"", b""),
+                _ => b.raw(253, b"x"),
+            }
+        },
+    )
 }
 
 proptest! {
