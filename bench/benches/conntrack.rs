@@ -62,7 +62,9 @@ fn rss_bytes() -> u64 {
 
 fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("established");
-    g.sample_size(10).warm_up_time(std::time::Duration::from_secs(1)).measurement_time(std::time::Duration::from_secs(3));
+    g.sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
     for n in [1_000u32, 100_000, 1_000_000] {
         let before = rss_bytes();
         let ct = Conntrack::new(2 * n as usize, Config::default());
@@ -139,7 +141,10 @@ fn mixed(c: &mut Criterion) {
                     .map(|_| {
                         if rng.gen_ratio(1, 10) {
                             flow = flow.wrapping_add(1);
-                            let h = PacketBuilder::v4(Ipv4Addr::from(0xc613_0000 | (flow >> 14)), Ipv4Addr::new(198, 18, 0, 9));
+                            let h = PacketBuilder::v4(
+                                Ipv4Addr::from(0xc613_0000 | (flow >> 14)),
+                                Ipv4Addr::new(198, 18, 0, 9),
+                            );
                             h.udp(port(flow), 53, b"q")
                         } else {
                             acks[rng.gen_range(0..acks.len())].clone()

@@ -1,1 +1,17 @@
 //! Cross-crate tests live in tests/; this library holds their shared harness.
+//!
+//! The kernel-differential harness runs short packet scripts ([`scenarios`]) twice: through a
+//! real Linux conntrack in throwaway network namespaces ([`testbed`], with the only `unsafe` code
+//! in [`netns`]) and through `ferrowall replay` on a pcap of the same frames ([`engine`]), then
+//! compares per-packet ct states and the final `conntrack -L` tables ([`compare`]).
+//! [`scenario`] ties them together; [`cmd`] runs the command-line tools and [`clock`] holds the
+//! harness's wall-clock reads.
+
+pub mod clock;
+pub mod cmd;
+pub mod compare;
+pub mod engine;
+pub mod netns;
+pub mod scenario;
+pub mod scenarios;
+pub mod testbed;

@@ -219,8 +219,8 @@ fn generic_and_gre_use_their_timeouts() {
             "unknown  253 599 src=198.18.0.1 dst=198.19.0.1 [UNREPLIED] src=198.19.0.1 dst=198.18.0.1 mark=0 use=1",
         ]
     );
-    // GRE is tracked for IPv4 only.
-    assert_eq!(run(&ct, T0, &a6().gre(0, 0x86dd, None, 0, b"x"), &mut st).0, CtState::Invalid);
+    // GRE over IPv6 is tracked too.
+    assert_eq!(run(&ct, T0, &a6().gre(0, 0x86dd, None, 0, b"x"), &mut st).0, CtState::New);
 }
 
 /// A random packet among a few hosts and ports, of the trackers with the least state.

@@ -2,10 +2,10 @@
 //!
 //! Version 1 (enhanced GRE, PPTP) is keyed by its call ID; without the PPTP helper, which fills
 //! the kernel's keymap, the source key is always 0, so each direction of a PPTP call is a
-//! connection of its own. Version 0 is keyed by addresses alone, like the generic tracker. The
-//! kernel tracks GRE for IPv4 only: over IPv6 every GRE packet is invalid.
+//! connection of its own. Version 0 is keyed by addresses alone, like the generic tracker, over
+//! IPv4 and IPv6 alike (checked against this kernel by the differential suite).
 
-use proto::packet::{Family, Packet, L4};
+use proto::packet::{Packet, L4};
 
 use super::{Config, Ctx, Invalid, Tracker, Verdict};
 use crate::conntrack::conn::Status;
@@ -28,7 +28,6 @@ impl Tracker for Gre {
     fn error(pkt: &Packet, _: &[u8], _: &Config) -> Result<(), Invalid> {
         match pkt.l4 {
             L4::Gre(g) if g.version == 1 && g.protocol != GRE_PROTO_PPP => Err(Invalid::Gre),
-            L4::Gre(_) if pkt.family == Family::V6 => Err(Invalid::Gre),
             L4::Gre(_) => Ok(()),
             _ => Err(Invalid::Truncated),
         }
