@@ -14,4 +14,5 @@ pub mod conntrack;
 pub mod defrag;
 pub mod display;
 pub mod replay;
+mod sys;
 pub mod timeouts;

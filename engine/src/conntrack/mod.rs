@@ -1,16 +1,19 @@
 //! The connection table and the per-packet classification.
 //!
 //! # Layout
-//! The table is split into shards, each a `Mutex` around a hash index and a slab of connections.
+//! The table is split into shards, each a lock around a slab of connections plus a hash index.
 //! Both tuples of a connection hash with one *symmetric* keyed hash (equal for a tuple and its
 //! inverse), so both land in the same shard and a packet costs one hash and one uncontended lock,
-//! whichever its direction. The index stores `slot << 1 | dir` (4 bytes) and compares against the
-//! tuples held in the slab, which keeps a connection's index footprint at about 10 bytes.
+//! whichever its direction. The index (see `index.rs`) stores `slot << 1 | dir` with a hash tag,
+//! one cache line per bucket, and compares against the tuples held in the slab: about 40 bytes of
+//! index per connection at a full table. Index and slabs are reserved up front for `max`
+//! connections, as the kernel sizes its hash table, so their addresses never move and
+//! [`Conntrack::track_batch`] can prefetch a batch's buckets and slots before taking any lock.
 //!
 //! We write this by hand rather than use `dashmap`: a dashmap of `Arc<Mutex<Conn>>` keyed by tuple
 //! costs two entries of a full tuple each, an allocation per connection and a refcount round trip
-//! per packet (about 80 ns per lookup at 100k connections measured here), where this layout needs
-//! none of those on an established connection's packet.
+//! per packet (about 80 ns per lookup at 100k connections measured here), and offers no way to
+//! prefetch; this layout needs none of those on an established connection's packet.
 //!
 //! # Life of a packet (as in `nf_conntrack_in`)
 //! [`Conntrack::track`] runs the tracker's checks, looks the tuple up, and either updates the
@@ -22,6 +25,7 @@
 //! Expired connections vanish when a lookup meets them and through [`Conntrack::sweep`].
 
 pub mod conn;
+mod index;
 pub mod l4;
 pub mod tuple;
 
@@ -29,13 +33,14 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
 use parking_lot::Mutex;
 use proto::packet::{parse_quoted, Family, Packet};
 
 use crate::clock::Timestamp;
+use crate::sys;
 use crate::timeouts::{Defaults, Policy, Values};
 pub use conn::{Conn, Status};
+use index::Index;
 pub use l4::{Config, Invalid, Proto, ProtoState, Verdict};
 pub use tuple::{Dir, Tuple};
 
@@ -170,22 +175,56 @@ pub const DEFAULT_MAX: usize = 262_144;
 /// Entries examined, at most, to find an unassured connection to drop when the table is full.
 const EARLY_DROP_SCAN: usize = 256;
 
-struct Shard {
-    /// `slot << 1 | dir`, hashed by the connection's symmetric hash.
-    index: HashTable<u32>,
+/// How many shards: enough that workers rarely meet on one lock.
+const SHARDS: usize = 256;
+
+/// Packets tracked together by [`Conntrack::track_batch`]: enough misses in flight to cover
+/// memory latency, few enough that prefetched lines are still in cache when used.
+pub const BATCH: usize = 32;
+
+/// What the shard lock protects: the connections.
+struct Slab {
+    /// Fixed capacity, never reallocated, so slot addresses stay valid for prefetching.
     slots: Vec<Option<Conn>>,
     free: Vec<u32>,
     /// Where the sweeper and early drop continue.
     cursor: usize,
 }
 
-/// A shard on its own cache line(s), so workers locking neighbouring shards do not share one.
+/// A shard, on cache lines of its own so workers locking neighbouring shards do not share one.
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct Shard {
+    slab: Mutex<Slab>,
+    /// `slot << 1 | dir` by the connection's symmetric hash; written under `slab`'s lock.
+    index: Index,
+    /// Connections this shard can hold (the slab's capacity).
+    cap: usize,
+    /// Address of slot 0, for prefetching without the lock.
+    base: usize,
+}
+
+impl Shard {
+    fn new(cap: usize) -> Shard {
+        let slots = Vec::with_capacity(cap);
+        let base = slots.as_ptr() as usize;
+        Shard {
+            slab: Mutex::new(Slab { slots, free: Vec::new(), cursor: 0 }),
+            index: Index::with_capacity(2 * cap),
+            cap,
+            base,
+        }
+    }
+
+    /// The connection slot `slot`'s address, to prefetch.
+    #[inline]
+    fn slot_addr(&self, slot: u32) -> *const u8 {
+        (self.base + slot as usize * std::mem::size_of::<Option<Conn>>()) as *const u8
+    }
+}
 
 /// The connection table.
 pub struct Conntrack {
-    shards: Box<[Padded]>,
+    shards: Box<[Shard]>,
     /// Keyed with a per-process random seed, so tuples cannot be chosen to collide.
     hasher: foldhash::fast::RandomState,
     count: AtomicUsize,
@@ -194,19 +233,13 @@ pub struct Conntrack {
     pub defaults: Defaults,
 }
 
-/// How many shards: enough that workers rarely meet on one lock.
-const SHARDS: usize = 256;
-
 impl Conntrack {
-    /// A table holding at most `max` connections.
+    /// A table holding at most `max` connections. Index and slab space are reserved up front, as
+    /// the kernel sizes its hash table: a shard holds 1.5 times its share, plus some slack.
     pub fn new(max: usize, cfg: Config) -> Conntrack {
-        let shards = (0..SHARDS)
-            .map(|_| {
-                Padded(Mutex::new(Shard { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), cursor: 0 }))
-            })
-            .collect();
+        let cap = max.div_ceil(SHARDS) * 3 / 2 + 64;
         Conntrack {
-            shards,
+            shards: (0..SHARDS).map(|_| Shard::new(cap)).collect(),
             hasher: foldhash::fast::RandomState::default(),
             count: AtomicUsize::new(0),
             max,
@@ -230,14 +263,19 @@ impl Conntrack {
         self.max
     }
 
+    /// Bytes reserved for the hash index (all shards).
+    pub fn index_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.index.bytes()).sum()
+    }
+
     #[inline]
     fn hash(&self, t: &Tuple) -> u64 {
         self.hasher.hash_one(t.symmetric_key())
     }
 
     #[inline]
-    fn shard(&self, h: u64) -> &Mutex<Shard> {
-        &self.shards[(h >> 48) as usize % SHARDS].0
+    fn shard(&self, h: u64) -> &Shard {
+        &self.shards[(h >> 56) as usize % SHARDS]
     }
 
     /// The timeout values in force for a connection.
@@ -253,6 +291,56 @@ impl Conntrack {
     /// A packet that starts a connection comes back with the new connection pending: call
     /// [`Conntrack::confirm`] once the packet is accepted.
     pub fn track(&self, now: Timestamp, buf: &[u8], pkt: &Packet, stats: &mut Stats) -> Tracked {
+        let key = Tuple::of(pkt).map(|t| (t, self.hash(&t)));
+        self.track_keyed(now, buf, pkt, key, stats)
+    }
+
+    /// Classifies a batch of packets exactly as [`Conntrack::track`] would one after the other,
+    /// calling `decide(i, tracked)` for packet `i` before the next packet is tracked, so the
+    /// caller can run its rules and [`Conntrack::confirm`] in packet order (a flow's second packet
+    /// finds the connection its first one created, as in the kernel). Before tracking, it
+    /// prefetches the index buckets of the whole batch, then the connection slots they point to,
+    /// so that the cache misses of all packets overlap instead of queueing behind each packet's
+    /// lock (a locked instruction is a full fence on x86).
+    pub fn track_batch(
+        &self,
+        now: Timestamp,
+        pkts: &[(&[u8], Packet)],
+        stats: &mut Stats,
+        mut decide: impl FnMut(usize, Tracked, &mut Stats),
+    ) {
+        for (c, chunk) in pkts.chunks(BATCH).enumerate() {
+            let mut keys: [Option<(Tuple, u64)>; BATCH] = [None; BATCH];
+            for (k, (_, pkt)) in keys.iter_mut().zip(chunk) {
+                *k = Tuple::of(pkt).map(|t| (t, self.hash(&t)));
+                if let Some((_, h)) = k {
+                    sys::prefetch(self.shard(*h).index.bucket_addr(*h));
+                }
+            }
+            for (_, h) in keys.iter().flatten() {
+                let shard = self.shard(*h);
+                if let Some(v) = shard.index.hint(*h).filter(|v| ((v >> 1) as usize) < shard.cap) {
+                    let at = shard.slot_addr(v >> 1);
+                    for line in (0..std::mem::size_of::<Option<Conn>>()).step_by(64) {
+                        sys::prefetch(at.wrapping_add(line));
+                    }
+                }
+            }
+            for (k, (key, (buf, pkt))) in keys.into_iter().zip(chunk).enumerate() {
+                let t = self.track_keyed(now, buf, pkt, key, stats);
+                decide(c * BATCH + k, t, stats);
+            }
+        }
+    }
+
+    fn track_keyed(
+        &self,
+        now: Timestamp,
+        buf: &[u8],
+        pkt: &Packet,
+        key: Option<(Tuple, u64)>,
+        stats: &mut Stats,
+    ) -> Tracked {
         let p = Proto::of(pkt.proto);
         if let Err(r) = l4::error(p, pkt, buf, &self.cfg) {
             stats.invalid(r);
@@ -265,24 +353,28 @@ impl Conntrack {
                 l4::icmp::Kind::Error(off) => return self.related(now, buf, pkt, off, stats),
             }
         }
-        let Some(tuple) = Tuple::of(pkt) else {
+        let Some((tuple, h)) = key else {
             stats.invalid(Invalid::NoTuple);
             return Tracked::invalid(Invalid::NoTuple);
         };
-        let h = self.hash(&tuple);
         let len = pkt.ip_len();
+        let shard = self.shard(h);
         // A Repeat (TCP SYN re-opening a closing connection) removes the entry and looks again.
         for _ in 0..2 {
-            let mut guard = self.shard(h).lock();
-            let Shard { index, slots, free, .. } = &mut *guard;
-            let found = index
-                .find(h, |&e| slots[(e >> 1) as usize].as_ref().is_some_and(|c| c.tuple[(e & 1) as usize] == tuple));
-            let Some(&e) = found else { break };
+            let mut guard = shard.slab.lock();
+            let slab = &mut *guard;
+            let found = shard.index.find(h, |e| {
+                slab.slots
+                    .get((e >> 1) as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.tuple[(e & 1) as usize] == tuple)
+            });
+            let Some(e) = found else { break };
             let slot = (e >> 1) as usize;
             let dir = if e & 1 == 0 { Dir::Original } else { Dir::Reply };
-            let c = slots[slot].as_mut().expect("indexed slot is live");
+            let c = slab.slots[slot].as_mut().expect("indexed slot is live");
             if c.expires <= now {
-                self.remove(index, slots, free, h, slot);
+                self.remove(shard, slab, h, slot);
                 stats.expired += 1;
                 break;
             }
@@ -322,11 +414,11 @@ impl Conntrack {
                     return Tracked::invalid(r);
                 }
                 Verdict::Kill => {
-                    self.remove(index, slots, free, h, slot);
+                    self.remove(shard, slab, h, slot);
                     return Tracked::of(state, dir);
                 }
                 Verdict::Repeat => {
-                    self.remove(index, slots, free, h, slot);
+                    self.remove(shard, slab, h, slot);
                     stats.search_restart += 1;
                     continue;
                 }
@@ -415,12 +507,16 @@ impl Conntrack {
             return Tracked::invalid(Invalid::IcmpError);
         };
         let h = self.hash(&t);
-        let guard = self.shard(h).lock();
-        let hit = guard.index.find(h, |&e| {
-            guard.slots[(e >> 1) as usize].as_ref().is_some_and(|c| c.tuple[(e & 1) as usize] == t && c.expires > now)
+        let shard = self.shard(h);
+        let slab = shard.slab.lock();
+        let hit = shard.index.find(h, |e| {
+            slab.slots
+                .get((e >> 1) as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.tuple[(e & 1) as usize] == t && c.expires > now)
         });
-        if let Some(&e) = hit {
-            let c = guard.slots[(e >> 1) as usize].as_ref().expect("indexed slot is live");
+        if let Some(e) = hit {
+            let c = slab.slots[(e >> 1) as usize].as_ref().expect("indexed slot is live");
             let dir = if e & 1 == 0 { Dir::Original } else { Dir::Reply };
             // The error must be addressed to where the connection's packets in that direction go.
             if c.tuple(dir).dst == pkt.dst {
@@ -435,12 +531,13 @@ impl Conntrack {
     pub fn confirm(&self, tracked: &mut Tracked, stats: &mut Stats) -> Result<(), Refused> {
         let Some(mut c) = tracked.pending.take() else { return Ok(()) };
         let h = self.hash(&c.tuple[0]);
-        let mut guard = self.shard(h).lock();
-        let Shard { index, slots, free, cursor } = &mut *guard;
+        let shard = self.shard(h);
+        let mut guard = shard.slab.lock();
+        let slab = &mut *guard;
         let now = c.start;
         // Another worker may have confirmed the same flow meanwhile: keep theirs (clash resolution).
-        let clash = index.find(h, |&e| {
-            slots[(e >> 1) as usize].as_ref().is_some_and(|o| {
+        let clash = shard.index.find(h, |e| {
+            slab.slots.get((e >> 1) as usize).and_then(Option::as_ref).is_some_and(|o| {
                 o.expires > now && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1])
             })
         });
@@ -448,10 +545,11 @@ impl Conntrack {
             stats.clash_resolve += 1;
             return Ok(());
         }
-        if self.count.load(Ordering::Relaxed) >= self.max {
+        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
+        if self.count.load(Ordering::Relaxed) >= self.max || shard_full {
             let mut budget = EARLY_DROP_SCAN;
-            let dropped = self.early_drop(index, slots, free, cursor, now, &mut budget)
-                || self.early_drop_elsewhere(h, now, &mut budget);
+            let dropped = self.early_drop(shard, slab, now, &mut budget)
+                || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget));
             if dropped {
                 stats.early_drop += 1;
             } else {
@@ -461,20 +559,20 @@ impl Conntrack {
             }
         }
         c.status.insert(Status::CONFIRMED);
-        let slot = match free.pop() {
+        let slot = match slab.free.pop() {
             Some(s) => {
-                slots[s as usize] = Some(c);
+                slab.slots[s as usize] = Some(c);
                 s
             }
             None => {
-                slots.push(Some(c));
-                (slots.len() - 1) as u32
+                debug_assert!(slab.slots.len() < shard.cap, "slab never grows past its capacity");
+                slab.slots.push(Some(c));
+                (slab.slots.len() - 1) as u32
             }
         };
-        let rehash = |e: &u32| self.hash(&slots_tuple(slots, *e));
-        index.insert_unique(h, slot << 1, rehash);
-        let rehash = |e: &u32| self.hash(&slots_tuple(slots, *e));
-        index.insert_unique(h, slot << 1 | 1, rehash);
+        // The index holds two entries per slot of capacity, so these cannot fail.
+        let inserted = shard.index.insert(h, slot << 1) && shard.index.insert(h, slot << 1 | 1);
+        debug_assert!(inserted, "index sized for the slab");
         self.count.fetch_add(1, Ordering::Relaxed);
         stats.insert += 1;
         Ok(())
@@ -482,16 +580,8 @@ impl Conntrack {
 
     /// Drops one unassured connection of this shard (expired ones first): the kernel's early
     /// drop. Examines at most `budget` entries and takes what it examined off `budget`.
-    fn early_drop(
-        &self,
-        index: &mut HashTable<u32>,
-        slots: &mut [Option<Conn>],
-        free: &mut Vec<u32>,
-        cursor: &mut usize,
-        now: Timestamp,
-        budget: &mut usize,
-    ) -> bool {
-        let n = slots.len();
+    fn early_drop(&self, shard: &Shard, slab: &mut Slab, now: Timestamp, budget: &mut usize) -> bool {
+        let n = slab.slots.len();
         let scan = n.min(*budget);
         if scan == 0 {
             return false;
@@ -499,8 +589,8 @@ impl Conntrack {
         *budget -= scan;
         let mut victim = None;
         for k in 0..scan {
-            let s = (*cursor + k) % n;
-            let Some(c) = &slots[s] else { continue };
+            let s = (slab.cursor + k) % n;
+            let Some(c) = &slab.slots[s] else { continue };
             if c.expires <= now {
                 victim = Some(s);
                 break;
@@ -510,12 +600,12 @@ impl Conntrack {
             }
         }
         let Some(s) = victim else {
-            *cursor = (*cursor + scan) % n;
+            slab.cursor = (slab.cursor + scan) % n;
             return false;
         };
-        *cursor = (s + 1) % n;
-        let h = self.hash(&slots[s].as_ref().expect("victim is live").tuple[0]);
-        self.remove(index, slots, free, h, s);
+        slab.cursor = (s + 1) % n;
+        let h = self.hash(&slab.slots[s].as_ref().expect("victim is live").tuple[0]);
+        self.remove(shard, slab, h, s);
         true
     }
 
@@ -523,29 +613,26 @@ impl Conntrack {
     /// order does not matter), until `budget` entries have been examined: a sparse table may have
     /// nothing to drop in one shard, and a full table of assured entries must fail fast.
     fn early_drop_elsewhere(&self, h: u64, now: Timestamp, budget: &mut usize) -> bool {
-        let own = (h >> 48) as usize % SHARDS;
+        let own = (h >> 56) as usize % SHARDS;
         for k in 1..SHARDS {
             if *budget == 0 {
                 break;
             }
-            let Some(mut guard) = self.shards[(own + k) % SHARDS].0.try_lock() else { continue };
-            let Shard { index, slots, free, cursor } = &mut *guard;
-            if self.early_drop(index, slots, free, cursor, now, budget) {
+            let shard = &self.shards[(own + k) % SHARDS];
+            let Some(mut guard) = shard.slab.try_lock() else { continue };
+            if self.early_drop(shard, &mut guard, now, budget) {
                 return true;
             }
         }
         false
     }
 
-    fn remove(&self, index: &mut HashTable<u32>, slots: &mut [Option<Conn>], free: &mut Vec<u32>, h: u64, slot: usize) {
-        for d in 0..2u32 {
-            let want = (slot as u32) << 1 | d;
-            if let Ok(entry) = index.find_entry(h, |&e| e == want) {
-                entry.remove();
-            }
-        }
-        slots[slot] = None;
-        free.push(slot as u32);
+    /// Removes the connection in `slot` (hashing to `h`) from its shard. Caller holds the lock.
+    fn remove(&self, shard: &Shard, slab: &mut Slab, h: u64, slot: usize) {
+        shard.index.remove(h, (slot as u32) << 1);
+        shard.index.remove(h, (slot as u32) << 1 | 1);
+        slab.slots[slot] = None;
+        slab.free.push(slot as u32);
         self.count.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -555,16 +642,16 @@ impl Conntrack {
         let mut removed = 0;
         let per_shard = budget.div_ceil(SHARDS).max(1);
         for shard in self.shards.iter() {
-            let mut guard = shard.0.lock();
-            let Shard { index, slots, free, cursor } = &mut *guard;
-            let n = slots.len();
+            let mut guard = shard.slab.lock();
+            let slab = &mut *guard;
+            let n = slab.slots.len();
             for _ in 0..per_shard.min(n) {
-                *cursor = (*cursor + 1) % n;
-                let s = *cursor;
-                let Some(c) = &slots[s] else { continue };
+                slab.cursor = (slab.cursor + 1) % n;
+                let s = slab.cursor;
+                let Some(c) = &slab.slots[s] else { continue };
                 if c.expires <= now {
                     let h = self.hash(&c.tuple[0]);
-                    self.remove(index, slots, free, h, s);
+                    self.remove(shard, slab, h, s);
                     removed += 1;
                 }
             }
@@ -576,8 +663,8 @@ impl Conntrack {
     /// Calls `f` with every live connection (expired ones not yet swept are skipped).
     pub fn for_each(&self, now: Timestamp, mut f: impl FnMut(&Conn)) {
         for shard in self.shards.iter() {
-            let guard = shard.0.lock();
-            for c in guard.slots.iter().flatten() {
+            let slab = shard.slab.lock();
+            for c in slab.slots.iter().flatten() {
                 if c.expires > now {
                     f(c);
                 }
@@ -588,9 +675,13 @@ impl Conntrack {
     /// Removes every connection.
     pub fn flush(&self) {
         for shard in self.shards.iter() {
-            let mut guard = shard.0.lock();
-            let live = guard.slots.iter().flatten().count();
-            *guard = Shard { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), cursor: 0 };
+            let mut slab = shard.slab.lock();
+            let live = slab.slots.iter().flatten().count();
+            // Clear in place: the slab keeps its allocation, so slot addresses stay valid.
+            slab.slots.clear();
+            slab.free.clear();
+            slab.cursor = 0;
+            shard.index.clear();
             self.count.fetch_sub(live, Ordering::Relaxed);
         }
     }
@@ -599,8 +690,8 @@ impl Conntrack {
     /// (`nf_ct_untimeout`).
     pub fn untimeout(&self, policy: &Arc<Policy>) {
         for shard in self.shards.iter() {
-            let mut guard = shard.0.lock();
-            for c in guard.slots.iter_mut().flatten() {
+            let mut slab = shard.slab.lock();
+            for c in slab.slots.iter_mut().flatten() {
                 if c.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, policy)) {
                     c.policy = None;
                 }
@@ -616,10 +707,6 @@ impl Conntrack {
 
 #[cfg(test)]
 mod tests;
-
-fn slots_tuple(slots: &[Option<Conn>], e: u32) -> Tuple {
-    slots[(e >> 1) as usize].as_ref().expect("indexed slot is live").tuple[(e & 1) as usize]
-}
 
 /// Whether `f` is the family of a tuple (helper for display filters).
 pub fn family_name(f: Family) -> &'static str {

@@ -283,3 +283,35 @@ proptest! {
         prop_assert!(st.insert - ct.len() as u64 <= st.expired + st.early_drop + st.search_restart + removed_by_kill);
     }
 }
+
+#[test]
+fn batches_classify_like_packet_by_packet_and_confirm_in_order() {
+    // A new UDP flow's first two packets, a reply, an ICMP error and a stray reply, in one batch.
+    let q = a().udp(5000, 53, b"q");
+    let frames = [
+        q.clone(),
+        q.clone(),
+        a().reverse().udp(53, 5000, b"r"),
+        a().reverse().icmp(3, 3, 0, &q),
+        a().reverse().icmp(0, 0, 0x0099_0001, b"x"),
+    ];
+    let expect = [
+        (CtState::New, Dir::Original),
+        (CtState::New, Dir::Original),
+        (CtState::Established, Dir::Reply),
+        (CtState::Related, Dir::Reply),
+        (CtState::Invalid, Dir::Original),
+    ];
+    let parsed: Vec<(&[u8], Packet)> = frames.iter().map(|f| (f.as_slice(), parse_ip(f, 0).unwrap())).collect();
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let mut got = Vec::new();
+    ct.track_batch(T0, &parsed, &mut st, |i, mut t, st| {
+        got.push((i, t.state, t.dir));
+        ct.confirm(&mut t, st).unwrap();
+    });
+    let want: Vec<_> = expect.iter().enumerate().map(|(i, &(s, d))| (i, s, d)).collect();
+    assert_eq!(got, want);
+    // The second packet found the connection the first one confirmed: one insert, no clash.
+    assert_eq!((ct.len(), st.insert, st.clash_resolve), (1, 1, 0));
+}
