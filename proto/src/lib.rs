@@ -11,6 +11,8 @@
 
 pub mod build;
 pub mod checksum;
+pub mod errno;
 pub mod packet;
 
+pub use errno::Errno;
 pub use packet::{Family, Packet, ParseError, L4};

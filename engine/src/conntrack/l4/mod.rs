@@ -209,6 +209,15 @@ impl Proto {
         }
     }
 
+    /// The tracker cttimeout accepts for protocol number `n` (generic is 255); `None` for a number
+    /// without a tracker of its own, which the kernel answers with `EOPNOTSUPP`.
+    pub fn supported(n: u8) -> Option<Proto> {
+        match n {
+            255 => Some(Proto::Generic),
+            n => Some(Proto::of(n)).filter(|p| *p != Proto::Generic),
+        }
+    }
+
     /// The protocol number cttimeout uses for this tracker (generic is 255).
     pub fn number(self) -> u8 {
         match self {
