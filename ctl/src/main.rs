@@ -1,15 +1,176 @@
 //! `ferroctl`, the operator's client of the ferrowall daemon.
 //!
-//! The daemon's control socket (the cttimeout netlink API) does not exist yet, so there is nothing
-//! to talk to: ferroctl says so and exits with status 2 rather than pretend.
+//! * `ferroctl exec [--socket PATH] -- PROGRAM ARGS...` runs an unmodified netfilter tool (`nfct`,
+//!   anything built on libmnl, Python's `socket` module) against the daemon: the program starts with
+//!   `LD_PRELOAD` naming `libferrowall_shim.so` (found next to `ferroctl`, or at `FERROWALL_SHIM`)
+//!   and `FERROWALL_SOCKET` naming the control socket; its exit status is ferroctl's.
+//! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its rule file (as `SIGHUP` does)
+//!   and prints the reason if the new file was refused.
+//!
+//! The socket is `--socket`, else `$FERROWALL_SOCKET`, else `/run/ferrowall/ctl.sock`.
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use proto::netlink::{self, flags, Header, MessageBuilder, Nfgenmsg};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// The control socket's default path (the daemon's `ctl_socket` default).
+const DEFAULT_SOCKET: &str = "/run/ferrowall/ctl.sock";
+/// The shim's file name, as cargo names the `ferrowall-shim` cdylib.
+const SHIM: &str = "libferrowall_shim.so";
+
+/// The daemon's private nfnetlink subsystem and its reload command (see
+/// `ferrowall_engine::io::private`, which defines them).
+const PRIVATE_SUBSYS: u16 = 0xf0;
+const PRIVATE_HELLO: u16 = PRIVATE_SUBSYS << 8;
+const PRIVATE_RELOAD: u16 = (PRIVATE_SUBSYS << 8) | 2;
+/// `NLMSGERR_ATTR_MSG`, the extended-ack explanation.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+#[derive(Parser)]
+#[command(name = "ferroctl", version, about = "Control the ferrowall daemon")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a netfilter tool (e.g. nfct) against the daemon through the preload shim.
+    Exec {
+        /// The daemon's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The program and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Make the daemon re-read its rule file.
+    Reload {
+        /// The daemon's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn socket_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("FERROWALL_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "ferroctl {}: the daemon's control socket is not available in this version; \
-         use `ferrowall replay` to run captures through the engine",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    match Cli::parse().cmd {
+        Cmd::Exec { socket, command } => exec(&socket_path(socket), &command),
+        Cmd::Reload { socket } => match reload(&socket_path(socket)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferroctl: reload: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// Where the shim is: `$FERROWALL_SHIM`, else next to this executable.
+fn shim_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("FERROWALL_SHIM").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("locating ferroctl: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let p = dir.join(SHIM);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{SHIM} is not in {} (build it with `cargo build -p ferrowall-shim`, or set FERROWALL_SHIM)",
+            dir.display()
+        ))
+    }
+}
+
+/// Replaces this process with `command`, the shim preloaded.
+fn exec(socket: &Path, command: &[OsString]) -> ExitCode {
+    let shim = match shim_path() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferroctl: exec: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let mut preload = OsString::from(&shim);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|s| !s.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let err =
+        Command::new(&command[0]).args(&command[1..]).env("LD_PRELOAD", preload).env("FERROWALL_SOCKET", socket).exec();
+    eprintln!("ferroctl: exec {}: {err}", command[0].to_string_lossy());
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// One datagram from the daemon.
+fn recv(sock: &Socket) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; 65536];
+    let n = (&*sock).read(&mut buf).map_err(|e| format!("reading from the daemon: {e}"))?;
+    if n == 0 {
+        return Err("the daemon closed the connection".into());
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn reload(socket: &Path) -> Result<(), String> {
+    let at = |e: std::io::Error| format!("{}: {e}", socket.display());
+    let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(at)?;
+    sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(at)?;
+    sock.connect(&SockAddr::unix(socket).map_err(at)?).map_err(at)?;
+    let hello = recv(&sock)?;
+    let portid = match Header::parse(&hello) {
+        Ok(h) if h.kind == PRIVATE_HELLO => h.pid,
+        _ => return Err("unexpected greeting from the daemon".into()),
+    };
+    let seq = 1;
+    let mut req = MessageBuilder::new(PRIVATE_RELOAD, flags::REQUEST | flags::ACK, seq, portid);
+    req.nfgenmsg(Nfgenmsg::default());
+    sock.send(&req.finish()).map_err(at)?;
+    loop {
+        let d = recv(&sock)?;
+        for m in netlink::Messages::new(&d) {
+            let m = m.map_err(|e| format!("malformed reply: {e:?}"))?;
+            if m.header.kind != netlink::msg_type::ERROR || m.header.seq != seq {
+                continue;
+            }
+            let (errno, text) = parse_error(&m.header, m.payload)?;
+            return match (errno, text) {
+                (0, _) => Ok(()),
+                (_, Some(t)) => Err(t),
+                (e, None) => Err(std::io::Error::from_raw_os_error(e).to_string()),
+            };
+        }
+    }
+}
+
+/// `(errno, extended-ack text)` of an `NLMSG_ERROR` payload.
+fn parse_error(h: &Header, payload: &[u8]) -> Result<(i32, Option<String>), String> {
+    let bad = || "malformed error message from the daemon".to_owned();
+    let code = i32::from_ne_bytes(payload.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let quoted = Header::parse(payload.get(4..).ok_or_else(bad)?).map_err(|_| bad())?;
+    let skip = 4 + if h.flags & flags::CAPPED != 0 { netlink::HDRLEN } else { netlink::align(quoted.len as usize) };
+    let mut text = None;
+    if h.flags & flags::ACK_TLVS != 0 {
+        for a in netlink::Attrs::new(payload.get(skip..).unwrap_or(&[])).flatten() {
+            if a.kind == NLMSGERR_ATTR_MSG {
+                let s = a.payload.split(|&b| b == 0).next().unwrap_or(a.payload);
+                text = Some(String::from_utf8_lossy(s).into_owned());
+            }
+        }
+    }
+    Ok((-code, text))
 }

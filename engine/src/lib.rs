@@ -11,8 +11,11 @@
 
 pub mod clock;
 pub mod conntrack;
+pub mod control;
 pub mod defrag;
 pub mod display;
+pub mod filter;
+pub mod io;
 pub mod replay;
 mod sys;
 pub mod timeouts;

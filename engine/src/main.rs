@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,13 +32,39 @@ enum Cmd {
         /// Also print `conntrack -S`-style counters to stderr.
         #[arg(long)]
         stats: bool,
+        /// A configuration file (as for `run`): its timeout policies, rule file and table size
+        /// apply. Per-packet lines then end with the verdict.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the daemon. Without packet ports configured (this version has none) it serves the
+    /// control plane alone: the cttimeout API on the control socket, for `ferroctl` and for
+    /// unmodified `nfct` through `ferroctl exec`.
+    Run {
+        /// The configuration file (`key = value` lines: ctl_socket, ctl_group, rules,
+        /// max_connections).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The control socket's path (overrides the configuration's `ctl_socket`; default
+        /// /run/ferrowall/ctl.sock).
+        #[arg(long)]
+        ctl_socket: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Replay { pcap, per_packet, stats } => {
+        Cmd::Run { config, ctl_socket } => {
+            match ferrowall_engine::io::run(ferrowall_engine::io::RunOptions { config, ctl_socket }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferrowall: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Replay { pcap, per_packet, stats, config } => {
             let mut inputs = Vec::new();
             for path in &pcap {
                 match File::open(path) {
@@ -48,7 +75,30 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            let out = match ferrowall_engine::replay::replay(inputs) {
+            let state = match &config {
+                Some(path) => {
+                    let loaded = ferrowall_engine::io::config::Config::load(path)
+                        .map_err(ferrowall_engine::io::RunError::Config)
+                        .and_then(|cfg| ferrowall_engine::io::EngineState::from_config(&cfg, Some(path)));
+                    match loaded {
+                        Ok(state) => Some(state),
+                        Err(e) => {
+                            eprintln!("ferrowall: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                None => None,
+            };
+            // A configuration without a rule file still prints verdicts: everything is accepted.
+            let no_rules = ferrowall_engine::filter::RuleSet::empty();
+            let result = match &state {
+                Some(st) => {
+                    ferrowall_engine::replay::replay_with(inputs, &st.ct, Some(st.rules.as_ref().unwrap_or(&no_rules)))
+                }
+                None => ferrowall_engine::replay::replay(inputs),
+            };
+            let out = match result {
                 Ok(o) => o,
                 Err(e) => {
                     eprintln!("ferrowall: {e}");

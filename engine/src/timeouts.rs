@@ -70,11 +70,20 @@ impl Default for Defaults {
 }
 
 impl Defaults {
-    /// The values of protocol `p`.
+    /// The values of protocol `p`. UDP-Lite shares UDP's, as in the kernel (one `nf_udp_net`
+    /// for both): a default-set of either changes both.
     #[inline]
     pub fn of(&self, p: Proto) -> &Values {
+        let p = if p == Proto::UdpLite { Proto::Udp } else { p };
         &self.by_proto[p as usize]
     }
+}
+
+/// Number of values cttimeout keeps and reports for protocol `p`: the tracker's slots, plus any
+/// slot the kernel still carries on the wire without using it (SCTP's ninth, `HEARTBEAT_ACKED`:
+/// default 0, settable, reported, ignored by the tracker).
+pub fn cttimeout_slots(p: Proto) -> usize {
+    proto::cttimeout::data_layout(p.number()).map_or(p.default_timeouts().len(), |l| usize::from(l.emitted))
 }
 
 /// HZ of the kernel whose cttimeout we mirror: values travel as seconds but are stored as
@@ -110,9 +119,9 @@ impl Policy {
         self.uses.load(Ordering::Acquire)
     }
 
-    /// Number of timeout values of this policy's protocol.
+    /// Number of timeout values of this policy's protocol, as cttimeout reports them.
     pub fn slots(&self) -> usize {
-        self.proto.default_timeouts().len()
+        cttimeout_slots(self.proto)
     }
 }
 
@@ -167,7 +176,7 @@ pub struct Registry {
 /// `values` of protocol `p` rebuilt as the kernel's `nlattr_to_obj` does: every slot first set to
 /// the current default, then the given attributes (id = slot + 1) applied; unknown ids ignored.
 fn parse_values(p: Proto, defaults: &Defaults, attrs: &[(u16, u32)], into: &Values) {
-    let n = p.default_timeouts().len();
+    let n = cttimeout_slots(p);
     let d = defaults.of(p);
     let mut v: Vec<u32> = (0..n).map(|i| d.get(i)).collect();
     for &(id, secs) in attrs {
@@ -274,7 +283,68 @@ impl Registry {
     /// `IPCTNL_MSG_TIMEOUT_DEFAULT_GET`: the defaults of `l4num`, in seconds per slot.
     pub fn default_get(&self, ct: &Conntrack, l4num: u8) -> Result<Vec<u32>, Errno> {
         let proto = Proto::supported(l4num).ok_or(Errno::EOPNOTSUPP)?;
-        Ok(ct.defaults.of(proto).snapshot(proto.default_timeouts().len()))
+        Ok(ct.defaults.of(proto).snapshot(cttimeout_slots(proto)))
+    }
+}
+
+/// A policy written as `nfct timeout add` takes it: `NAME inet|inet6 PROTO [STATE SECONDS]...`,
+/// e.g. `dns inet udp unreplied 2 replied 5` (state names as `nfct timeout list` prints them,
+/// any case; PROTO one of tcp, udp, udplite, icmp, icmpv6, sctp, gre, generic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declaration {
+    pub name: String,
+    pub l3num: u16,
+    pub l4num: u8,
+    /// (cttimeout data attribute id, seconds).
+    pub attrs: Vec<(u16, u32)>,
+}
+
+impl Declaration {
+    /// Parses the words after `nfct timeout add`.
+    pub fn parse(text: &str) -> Result<Declaration, String> {
+        let mut words = text.split_whitespace();
+        let name = words.next().ok_or("a timeout policy needs a name")?;
+        if name.len() >= NAME_MAX {
+            return Err(format!("policy name `{name}` is longer than {} bytes", NAME_MAX - 1));
+        }
+        let l3num = match words.next() {
+            Some("inet") => 2,
+            Some("inet6") => 10,
+            Some(other) => return Err(format!("unknown family `{other}` (inet or inet6)")),
+            None => return Err(format!("policy `{name}` needs a family (inet or inet6)")),
+        };
+        let proto = match words.next() {
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            Some("udplite") => Proto::UdpLite,
+            Some("icmp") => Proto::Icmp,
+            Some("icmpv6") => Proto::Icmpv6,
+            Some("sctp") => Proto::Sctp,
+            Some("gre") => Proto::Gre,
+            Some("generic") => Proto::Generic,
+            Some(other) => return Err(format!("unknown protocol `{other}`")),
+            None => return Err(format!("policy `{name}` needs a protocol")),
+        };
+        let names = proto.timeout_names();
+        let mut attrs = Vec::new();
+        while let Some(state) = words.next() {
+            let slot = names.iter().position(|n| n.eq_ignore_ascii_case(state)).ok_or_else(|| {
+                format!(
+                    "`{state}` is not a timeout of {} (one of {})",
+                    Proto::name_of(proto.number()),
+                    names.join(", ").to_lowercase()
+                )
+            })?;
+            let value = words.next().ok_or_else(|| format!("`{state}` needs a value in seconds"))?;
+            let secs = value.parse::<u32>().map_err(|_| format!("`{value}` is not a number of seconds"))?;
+            attrs.push((slot as u16 + 1, secs));
+        }
+        Ok(Declaration { name: name.to_owned(), l3num, l4num: proto.number(), attrs })
+    }
+
+    /// Creates the policy in `registry` (an existing name is refused, as `nfct timeout add`).
+    pub fn create(&self, registry: &Registry, ct: &Conntrack) -> Result<(), Errno> {
+        registry.create(ct, &self.name, self.l3num, self.l4num, &self.attrs, OnExisting::Busy)
     }
 }
 
@@ -335,6 +405,21 @@ mod tests {
         r.delete(&ct, "a").unwrap();
         assert_eq!(r.delete(&ct, "a"), Err(Errno::ENOENT));
         assert!(r.list().is_empty());
+    }
+
+    #[test]
+    fn declarations_read_nfct_syntax() {
+        let d = Declaration::parse("dns inet udp unreplied 2 REPLIED 5").unwrap();
+        assert_eq!(d, Declaration { name: "dns".into(), l3num: 2, l4num: 17, attrs: vec![(1, 2), (2, 5)] });
+        let d = Declaration::parse("web inet6 tcp established 600 unacknowledged 30").unwrap();
+        assert_eq!((d.l3num, d.l4num, d.attrs), (10, 6, vec![(3, 600), (11, 30)]));
+        assert!(Declaration::parse("x inet udp established 5").unwrap_err().contains("not a timeout of udp"));
+        assert!(Declaration::parse("x ipx udp").is_err());
+        assert!(Declaration::parse("x inet udp unreplied").is_err());
+        assert!(Declaration::parse(&"n".repeat(32)).is_err());
+        let (ct, r) = (ct(), Registry::new());
+        Declaration::parse("g inet generic timeout 9").unwrap().create(&r, &ct).unwrap();
+        assert_eq!(r.find("g").unwrap().values.get(0), 9);
     }
 
     #[test]

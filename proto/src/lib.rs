@@ -11,7 +11,9 @@
 
 pub mod build;
 pub mod checksum;
+pub mod cttimeout;
 pub mod errno;
+pub mod netlink;
 pub mod packet;
 
 pub use errno::Errno;

@@ -1,0 +1,209 @@
+//! The daemon's configuration file: one `key = value` per line, `#` starts a comment, values may
+//! be double-quoted.
+//!
+//! ```text
+//! ctl_socket = /run/ferrowall/ctl.sock   # the control socket (default shown)
+//! ctl_group = ferrowall                  # a group (name or gid) whose members may change settings
+//! rules = rules.conf                     # the rule file; relative to this file's directory
+//! max_connections = 262144               # the conntrack table's size
+//! timeout = dns inet udp unreplied 2 replied 5   # a timeout policy, in `nfct timeout add` syntax
+//! ```
+//!
+//! Every key is optional; `timeout` may be repeated (one policy each; they exist before the rule
+//! file is loaded, so its `ct timeout set` can name them). An unknown or repeated key, a bad value
+//! or an unknown group is refused with `file:line: why`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::timeouts::Declaration;
+
+/// The control socket's default path.
+pub const DEFAULT_CTL_SOCKET: &str = "/run/ferrowall/ctl.sock";
+
+/// What the configuration file says, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub ctl_socket: PathBuf,
+    /// The gid allowed to change settings besides root (and the line that named it).
+    pub ctl_group: Option<u32>,
+    /// The rule file, resolved against the configuration file's directory.
+    pub rules: Option<PathBuf>,
+    pub max_connections: usize,
+    /// Timeout policies to create at start, with the line declaring each.
+    pub timeouts: Vec<(usize, Declaration)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ctl_socket: PathBuf::from(DEFAULT_CTL_SOCKET),
+            ctl_group: None,
+            rules: None,
+            max_connections: crate::conntrack::DEFAULT_MAX,
+            timeouts: Vec::new(),
+        }
+    }
+}
+
+/// A refused configuration: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the file could not be read at all.
+    pub line: usize,
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.why)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.why)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `path`, resolving group names through `/etc/group`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            why: e.to_string(),
+        })?;
+        let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        Config::parse(path, &text, &|name| group_gid(&groups, name))
+    }
+
+    /// Parses `text` (read from `file`); `gid_of` resolves a group name.
+    pub fn parse(file: &Path, text: &str, gid_of: &dyn Fn(&str) -> Option<u32>) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let mut seen: Vec<&str> = Vec::new();
+        let base = file.parent().unwrap_or(Path::new("."));
+        for (i, raw) in text.lines().enumerate() {
+            let err = |why: String| ConfigError { file: file.to_owned(), line: i + 1, why };
+            let line = strip_comment(raw).trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(err(format!("expected `key = value`, found `{line}`")));
+            };
+            let (key, value) = (key.trim(), unquote(value.trim()).map_err(&err)?);
+            if value.is_empty() {
+                return Err(err(format!("`{key}` needs a value")));
+            }
+            if key == "timeout" {
+                let d = Declaration::parse(value).map_err(&err)?;
+                if c.timeouts.iter().any(|(_, o)| o.name == d.name) {
+                    return Err(err(format!("timeout policy `{}` is declared twice", d.name)));
+                }
+                c.timeouts.push((i + 1, d));
+                continue;
+            }
+            if seen.contains(&key) {
+                return Err(err(format!("`{key}` is set twice")));
+            }
+            match key {
+                "ctl_socket" => c.ctl_socket = PathBuf::from(value),
+                "ctl_group" => {
+                    let gid = value.parse::<u32>().ok().or_else(|| gid_of(value));
+                    c.ctl_group = Some(gid.ok_or_else(|| err(format!("unknown group `{value}`")))?);
+                }
+                "rules" => c.rules = Some(base.join(value)),
+                "max_connections" => match value.parse::<usize>() {
+                    Ok(n) if n > 0 => c.max_connections = n,
+                    _ => return Err(err(format!("max_connections must be a positive integer, not `{value}`"))),
+                },
+                "port" | "ports" => {
+                    return Err(err("ports are not supported yet: this version runs the control plane only".into()))
+                }
+                _ => return Err(err(format!("unknown key `{key}`"))),
+            }
+            seen.push(key);
+        }
+        Ok(c)
+    }
+}
+
+/// `line` up to a `#` that is not inside double quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, ch) in line.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn unquote(v: &str) -> Result<&str, String> {
+    match v.strip_prefix('"') {
+        None if v.contains('"') => Err(format!("stray quote in `{v}`")),
+        None => Ok(v),
+        Some(rest) => match rest.strip_suffix('"') {
+            Some(inner) if !inner.contains('"') => Ok(inner),
+            _ => Err(format!("unterminated or stray quote in `{v}`")),
+        },
+    }
+}
+
+/// The gid of group `name` in an `/etc/group`-format text.
+pub fn group_gid(etc_group: &str, name: &str) -> Option<u32> {
+    etc_group.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/ferrowall/ferrowall.conf"), text, &|n| (n == "fw").then_some(990))
+    }
+
+    #[test]
+    fn keys_values_comments_and_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        let c = parse(
+            "# comment\nctl_socket = \"/tmp/a b#c.sock\"  # trailing\nctl_group=fw\nrules = r.conf\nmax_connections = 10\n",
+        )
+        .unwrap();
+        assert_eq!(c.ctl_socket, PathBuf::from("/tmp/a b#c.sock"));
+        assert_eq!(c.ctl_group, Some(990));
+        assert_eq!(c.rules, Some(PathBuf::from("/etc/ferrowall/r.conf")));
+        assert_eq!(c.max_connections, 10);
+        assert_eq!(parse("ctl_group = 42").unwrap().ctl_group, Some(42));
+        assert_eq!(parse("rules = /abs/r").unwrap().rules, Some(PathBuf::from("/abs/r")));
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let e = parse("\n\nctl_group = nosuch\n").unwrap_err();
+        assert_eq!(e.to_string(), "/etc/ferrowall/ferrowall.conf:3: unknown group `nosuch`");
+        assert_eq!(parse("bogus = 1").unwrap_err().line, 1);
+        assert_eq!(parse("rules\n").unwrap_err().why, "expected `key = value`, found `rules`");
+        assert_eq!(parse("max_connections = 0").unwrap_err().line, 1);
+        assert_eq!(parse("rules = a\nrules = b").unwrap_err().line, 2);
+        assert_eq!(parse("ctl_socket = ").unwrap_err().line, 1);
+        assert_eq!(parse("ctl_socket = \"x").unwrap_err().line, 1);
+        assert!(parse("port = eth0").unwrap_err().why.contains("not supported"));
+    }
+
+    #[test]
+    fn group_file_lookup() {
+        let g = "root:x:0:\nnogroup:x:65534:\nfw:x:990:alice,bob\n";
+        assert_eq!(group_gid(g, "fw"), Some(990));
+        assert_eq!(group_gid(g, "nogroup"), Some(65534));
+        assert_eq!(group_gid(g, "f"), None);
+    }
+}

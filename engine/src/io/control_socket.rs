@@ -1,0 +1,385 @@
+//! The control-socket loop: a Unix `SOCK_SEQPACKET` listener carrying nfnetlink, one mio loop for
+//! every client and the signals.
+//!
+//! * Every connection gets a distinct nonzero netlink port id, chosen as the kernel's autobind does:
+//!   the peer's pid if free, else a counter going down from `-4096`. It is announced in a
+//!   [`private::hello`] greeting (the shim reports it through `getsockname`); the shim's explicit
+//!   `bind` can change it once ([`private::MSG_BIND`]).
+//! * The peer is checked once, with `SO_PEERCRED`/`SO_PEERGROUPS`: root or a member of `ctl_group`
+//!   is privileged; anyone else still gets answers, the handler making them `EPERM`.
+//! * A request datagram is read into a 64 KiB buffer; one that did not fit is answered with
+//!   `EMSGSIZE` rather than processed. Replies are cut at message boundaries into datagrams of at
+//!   most 4096 bytes (libmnl's receive buffer) and queued; sends never block. A client whose queue
+//!   passes [`QUEUE_LIMIT`] bytes has stopped reading and is dropped, with the reason logged.
+//! * Clients are served round-robin, at most [`READ_BUDGET`] datagrams per turn, so one busy client
+//!   cannot starve the others.
+//! * `SIGHUP` calls [`Backend::reload`]; `SIGTERM`/`SIGINT` end [`ControlServer::run`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::SIGHUP;
+use signal_hook_mio::v1_0::Signals;
+
+use super::private::{self, Header};
+use super::sys;
+
+/// Receive buffer for one request datagram.
+pub const RECV_BUFFER: usize = 64 * 1024;
+/// Largest reply datagram: libmnl reads into `MNL_SOCKET_BUFFER_SIZE` = 4096 bytes on x86.
+pub const REPLY_DATAGRAM_MAX: usize = 4096;
+/// Unsent reply bytes a client may have queued before it is dropped.
+pub const QUEUE_LIMIT: usize = 8 << 20;
+/// Datagrams read from one client per turn.
+pub const READ_BUDGET: usize = 32;
+
+/// Who sent a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The connection's netlink port id.
+    pub portid: u32,
+    /// Root, or a member of the control group.
+    pub privileged: bool,
+    pub pid: i32,
+    pub uid: u32,
+}
+
+/// What the loop serves: the daemon's request handler and its reload.
+pub trait Backend {
+    /// Complete netlink reply messages, in order, for one request datagram.
+    fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>>;
+    /// Re-reads the rule file; on error the running rules stay and the error says where and why.
+    fn reload(&mut self) -> Result<(), String>;
+}
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CLIENT: usize = 2;
+
+/// One connection.
+struct Client {
+    fd: OwnedFd,
+    peer: PeerInfo,
+    out: VecDeque<Vec<u8>>,
+    out_bytes: usize,
+    /// The port id was fixed (explicit bind, or traffic sent with it).
+    portid_fixed: bool,
+}
+
+/// Why a client was dropped.
+#[derive(Debug)]
+enum DropReason {
+    Closed,
+    QueueFull,
+    Io(&'static str, io::Error),
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::Closed => f.write_str("closed"),
+            DropReason::QueueFull => write!(f, "stopped reading its replies (more than {QUEUE_LIMIT} bytes queued)"),
+            DropReason::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+/// The listener, its clients and the port ids in use.
+pub struct ControlServer {
+    listener: OwnedFd,
+    ctl_gid: Option<u32>,
+    clients: HashMap<Token, Client>,
+    portids: HashSet<u32>,
+    rover: u32,
+    next_token: usize,
+    /// Clients that may have more datagrams waiting (their read budget ran out).
+    more: VecDeque<Token>,
+    buf: Vec<u8>,
+}
+
+impl ControlServer {
+    /// Serves `listener` (a listening non-blocking SEQPACKET socket); `ctl_gid` is the group whose
+    /// members are privileged besides root.
+    pub fn new(listener: OwnedFd, ctl_gid: Option<u32>) -> ControlServer {
+        ControlServer {
+            listener,
+            ctl_gid,
+            clients: HashMap::new(),
+            portids: HashSet::new(),
+            rover: (-4096i32) as u32,
+            next_token: FIRST_CLIENT,
+            more: VecDeque::new(),
+            buf: vec![0; RECV_BUFFER],
+        }
+    }
+
+    /// Runs until `SIGTERM` or `SIGINT` arrives through `signals` (which must include `SIGHUP`,
+    /// `SIGTERM` and `SIGINT`).
+    pub fn run(&mut self, backend: &mut dyn Backend, mut signals: Signals) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let lfd = self.listener.as_raw_fd();
+        poll.registry().register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.more.is_empty() { None } else { Some(std::time::Duration::ZERO) };
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(&poll),
+                    SIGNALS => {
+                        for sig in signals.pending() {
+                            if sig == SIGHUP {
+                                let _ = reload(backend, "SIGHUP");
+                            } else {
+                                eprintln!("ferrowall: signal {sig}: exiting");
+                                return Ok(());
+                            }
+                        }
+                    }
+                    t => {
+                        if ev.is_writable() {
+                            if let Err(why) = self.flush(t) {
+                                self.drop_client(&poll, t, why);
+                                continue;
+                            }
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.serve(&poll, t, backend);
+                        }
+                    }
+                }
+            }
+            // Clients that still had datagrams waiting get another turn, in order.
+            for _ in 0..self.more.len() {
+                if let Some(t) = self.more.pop_front() {
+                    self.serve(&poll, t, backend);
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self, poll: &Poll) {
+        loop {
+            match sys::accept(self.listener.as_raw_fd()) {
+                Ok(fd) => {
+                    if let Err(e) = self.add_client(poll, fd) {
+                        eprintln!("ferrowall: control socket: new client: {e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and wait for the next readiness event.
+                    eprintln!("ferrowall: control socket: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, poll: &Poll, fd: OwnedFd) -> io::Result<()> {
+        let cred = sys::peer_cred(fd.as_raw_fd())?;
+        let privileged = cred.uid == 0
+            || self
+                .ctl_gid
+                .is_some_and(|g| cred.gid == g || sys::peer_groups(fd.as_raw_fd()).is_ok_and(|gs| gs.contains(&g)));
+        let portid = self.autobind(cred.pid);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let raw = fd.as_raw_fd();
+        if let Err(e) = poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE | Interest::WRITABLE) {
+            self.portids.remove(&portid);
+            return Err(e);
+        }
+        let peer = PeerInfo { portid, privileged, pid: cred.pid, uid: cred.uid };
+        let mut c = Client { fd, peer, out: VecDeque::new(), out_bytes: 0, portid_fixed: false };
+        let hello = private::hello(portid);
+        c.out_bytes += hello.len();
+        c.out.push_back(hello);
+        self.clients.insert(token, c);
+        if let Err(why) = self.flush(token) {
+            self.drop_client(poll, token, why);
+        }
+        Ok(())
+    }
+
+    /// A free port id: the peer's pid as the kernel's first autobind picks, else the next free value
+    /// of a counter going down from -4096.
+    fn autobind(&mut self, pid: i32) -> u32 {
+        let mut id = pid as u32;
+        if pid <= 0 || self.portids.contains(&id) {
+            loop {
+                id = self.rover;
+                self.rover = if self.rover == 0x8000_0000 { (-4096i32) as u32 } else { self.rover - 1 };
+                if id != 0 && !self.portids.contains(&id) {
+                    break;
+                }
+            }
+        }
+        self.portids.insert(id);
+        id
+    }
+
+    /// Reads and answers up to [`READ_BUDGET`] datagrams of one client.
+    fn serve(&mut self, poll: &Poll, t: Token, backend: &mut dyn Backend) {
+        for _ in 0..READ_BUDGET {
+            let Some(c) = self.clients.get(&t) else { return };
+            let got = match sys::recv(c.fd.as_raw_fd(), &mut self.buf) {
+                Ok(r) if r.len == 0 && !r.truncated => Err(DropReason::Closed),
+                Ok(r) => Ok(r),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(DropReason::Closed),
+                Err(e) => Err(DropReason::Io("receive", e)),
+            };
+            let r = match got {
+                Ok(r) => r,
+                Err(why) => return self.drop_client(poll, t, why),
+            };
+            let buf = std::mem::take(&mut self.buf);
+            let replies = self.answer(t, &buf[..r.len], r.truncated, backend);
+            self.buf = buf;
+            if let Err(why) = self.enqueue(t, &replies) {
+                return self.drop_client(poll, t, why);
+            }
+        }
+        if !self.more.contains(&t) {
+            self.more.push_back(t);
+        }
+    }
+
+    /// The reply messages to one datagram.
+    fn answer(&mut self, t: Token, datagram: &[u8], truncated: bool, backend: &mut dyn Backend) -> Vec<Vec<u8>> {
+        let Some(c) = self.clients.get_mut(&t) else { return Vec::new() };
+        let peer = c.peer;
+        let Some(req) = Header::parse(datagram) else {
+            // Shorter than a header: a netlink socket ignores it silently.
+            return Vec::new();
+        };
+        if truncated {
+            return vec![private::error(&req, peer.portid, libc::EMSGSIZE, None)];
+        }
+        if !private::is_private(datagram) {
+            c.portid_fixed = true;
+            return backend.handle(&peer, datagram);
+        }
+        let cmd = (req.ty & 0xff) as u8;
+        match cmd {
+            private::MSG_BIND => match private::portid_attr(datagram) {
+                None | Some(0) => vec![private::error(&req, peer.portid, libc::EINVAL, None)],
+                Some(id) if id == peer.portid => {
+                    c.portid_fixed = true;
+                    vec![private::ack(&req, id)]
+                }
+                Some(_) if c.portid_fixed => vec![private::error(&req, peer.portid, libc::EINVAL, None)],
+                Some(id) if self.portids.contains(&id) => {
+                    vec![private::error(&req, peer.portid, libc::EADDRINUSE, None)]
+                }
+                Some(id) => {
+                    c.peer.portid = id;
+                    c.portid_fixed = true;
+                    self.portids.remove(&peer.portid);
+                    self.portids.insert(id);
+                    vec![private::ack(&req, id)]
+                }
+            },
+            private::MSG_RELOAD if !peer.privileged => {
+                vec![private::error(&req, peer.portid, libc::EPERM, None)]
+            }
+            private::MSG_RELOAD => match reload(backend, &format!("request of uid {} pid {}", peer.uid, peer.pid)) {
+                Ok(()) => vec![private::ack(&req, peer.portid)],
+                Err(text) => vec![private::error(&req, peer.portid, libc::EINVAL, Some(&text))],
+            },
+            _ => vec![private::error(&req, peer.portid, libc::EOPNOTSUPP, None)],
+        }
+    }
+
+    /// Queues `replies`, cut into datagrams, and sends what the socket takes.
+    fn enqueue(&mut self, t: Token, replies: &[Vec<u8>]) -> Result<(), DropReason> {
+        let Some(c) = self.clients.get_mut(&t) else { return Ok(()) };
+        for d in proto::netlink::pack(replies, REPLY_DATAGRAM_MAX) {
+            c.out_bytes += d.len();
+            c.out.push_back(d);
+        }
+        if c.out_bytes > QUEUE_LIMIT {
+            return Err(DropReason::QueueFull);
+        }
+        self.flush(t)
+    }
+
+    /// Sends queued datagrams until the socket would block.
+    fn flush(&mut self, t: Token) -> Result<(), DropReason> {
+        let Some(c) = self.clients.get_mut(&t) else { return Ok(()) };
+        while let Some(d) = c.out.front() {
+            match sys::send(c.fd.as_raw_fd(), d) {
+                Ok(_) => {
+                    c.out_bytes -= d.len();
+                    c.out.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)) => {
+                    return Err(DropReason::Closed)
+                }
+                Err(e) => return Err(DropReason::Io("send", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_client(&mut self, poll: &Poll, t: Token, why: DropReason) {
+        if let Some(c) = self.clients.remove(&t) {
+            let raw = c.fd.as_raw_fd();
+            let _ = poll.registry().deregister(&mut SourceFd(&raw));
+            self.portids.remove(&c.peer.portid);
+            self.more.retain(|&m| m != t);
+            if !matches!(why, DropReason::Closed) {
+                eprintln!(
+                    "ferrowall: control client pid {} uid {} portid {}: dropped: {why}",
+                    c.peer.pid, c.peer.uid, c.peer.portid
+                );
+            }
+        }
+    }
+
+    /// Number of connected clients.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+/// Reloads and logs the outcome.
+fn reload(backend: &mut dyn Backend, why: &str) -> Result<(), String> {
+    let r = backend.reload();
+    match &r {
+        Ok(()) => eprintln!("ferrowall: reload ({why}): done"),
+        Err(e) => eprintln!("ferrowall: reload ({why}): {e}; keeping the running rules"),
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autobind_prefers_the_pid_then_counts_down() {
+        let l = std::fs::File::open("/dev/null").unwrap();
+        let mut s = ControlServer::new(l.into(), None);
+        assert_eq!(s.autobind(1234), 1234);
+        assert_eq!(s.autobind(1234), (-4096i32) as u32);
+        assert_eq!(s.autobind(1234), (-4097i32) as u32);
+        assert_eq!(s.autobind(0), (-4098i32) as u32);
+        s.portids.remove(&1234);
+        assert_eq!(s.autobind(1234), 1234);
+    }
+}
