@@ -1104,13 +1104,7 @@ fn ct_state(w: &str, pos: Pos) -> Result<u8, Diag> {
 
 fn proto_name(p: Proto) -> &'static str {
     match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::UdpLite => "udplite",
-        Proto::Icmp => "icmp",
-        Proto::Icmpv6 => "icmpv6",
-        Proto::Sctp => "sctp",
-        Proto::Gre => "gre",
         Proto::Generic => "the generic protocol (no tracker of its own)",
+        p => Proto::name_of(p.number()),
     }
 }
