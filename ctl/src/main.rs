@@ -17,21 +17,13 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use proto::netlink::{self, flags, Header, MessageBuilder, Nfgenmsg};
+use proto::{netlink, private};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 /// The control socket's default path (the daemon's `ctl_socket` default).
 const DEFAULT_SOCKET: &str = "/run/ferrowall/ctl.sock";
 /// The shim's file name, as cargo names the `ferrowall-shim` cdylib.
 const SHIM: &str = "libferrowall_shim.so";
-
-/// The daemon's private nfnetlink subsystem and its reload command (see
-/// `ferrowall_engine::io::private`, which defines them).
-const PRIVATE_SUBSYS: u16 = 0xf0;
-const PRIVATE_HELLO: u16 = PRIVATE_SUBSYS << 8;
-const PRIVATE_RELOAD: u16 = (PRIVATE_SUBSYS << 8) | 2;
-/// `NLMSGERR_ATTR_MSG`, the extended-ack explanation.
-const NLMSGERR_ATTR_MSG: u16 = 1;
 
 #[derive(Parser)]
 #[command(name = "ferroctl", version, about = "Control the ferrowall daemon")]
@@ -132,14 +124,9 @@ fn reload(socket: &Path) -> Result<(), String> {
     sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(at)?;
     sock.connect(&SockAddr::unix(socket).map_err(at)?).map_err(at)?;
     let hello = recv(&sock)?;
-    let portid = match Header::parse(&hello) {
-        Ok(h) if h.kind == PRIVATE_HELLO => h.pid,
-        _ => return Err("unexpected greeting from the daemon".into()),
-    };
+    let portid = private::parse_hello(&hello).ok_or("unexpected greeting from the daemon")?;
     let seq = 1;
-    let mut req = MessageBuilder::new(PRIVATE_RELOAD, flags::REQUEST | flags::ACK, seq, portid);
-    req.nfgenmsg(Nfgenmsg::default());
-    sock.send(&req.finish()).map_err(at)?;
+    sock.send(&private::reload_request(seq, portid)).map_err(at)?;
     loop {
         let d = recv(&sock)?;
         for m in netlink::Messages::new(&d) {
@@ -147,7 +134,8 @@ fn reload(socket: &Path) -> Result<(), String> {
             if m.header.kind != netlink::msg_type::ERROR || m.header.seq != seq {
                 continue;
             }
-            let (errno, text) = parse_error(&m.header, m.payload)?;
+            let (errno, text) =
+                private::parse_error(&d[m.offset..]).ok_or("malformed error message from the daemon")?;
             return match (errno, text) {
                 (0, _) => Ok(()),
                 (_, Some(t)) => Err(t),
@@ -155,22 +143,4 @@ fn reload(socket: &Path) -> Result<(), String> {
             };
         }
     }
-}
-
-/// `(errno, extended-ack text)` of an `NLMSG_ERROR` payload.
-fn parse_error(h: &Header, payload: &[u8]) -> Result<(i32, Option<String>), String> {
-    let bad = || "malformed error message from the daemon".to_owned();
-    let code = i32::from_ne_bytes(payload.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let quoted = Header::parse(payload.get(4..).ok_or_else(bad)?).map_err(|_| bad())?;
-    let skip = 4 + if h.flags & flags::CAPPED != 0 { netlink::HDRLEN } else { netlink::align(quoted.len as usize) };
-    let mut text = None;
-    if h.flags & flags::ACK_TLVS != 0 {
-        for a in netlink::Attrs::new(payload.get(skip..).unwrap_or(&[])).flatten() {
-            if a.kind == NLMSGERR_ATTR_MSG {
-                let s = a.payload.split(|&b| b == 0).next().unwrap_or(a.payload);
-                text = Some(String::from_utf8_lossy(s).into_owned());
-            }
-        }
-    }
-    Ok((-code, text))
 }

@@ -4,7 +4,7 @@
 //! (cttimeout's `DEFAULT_SET`, a policy `REPLACE`) while workers read them per packet with a relaxed
 //! load: a change is seen at each connection's next packet, never retroactively, as in Linux.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use std::sync::Arc;
 
@@ -111,12 +111,22 @@ pub struct Policy {
     /// 1 for the registry plus 1 per rule naming the policy: `CTA_TIMEOUT_USE`, and what makes a
     /// delete answer `EBUSY`. Connections are not counted (they are detached on delete).
     uses: AtomicU32,
+    /// Set when the policy is deleted. A connection that still holds it (one whose packet was
+    /// accepted under the last rule set naming it, and confirmed after the delete detached the
+    /// others) uses the defaults, as a detached one does.
+    deleted: AtomicBool,
 }
 
 impl Policy {
     /// The control-plane use count (`CTA_TIMEOUT_USE`).
     pub fn uses(&self) -> u32 {
         self.uses.load(Ordering::Acquire)
+    }
+
+    /// Whether the policy was deleted (connections holding it use the defaults).
+    #[inline]
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Relaxed)
     }
 
     /// Number of timeout values of this policy's protocol, as cttimeout reports them.
@@ -236,7 +246,14 @@ impl Registry {
         let proto = Proto::supported(l4num).ok_or(Errno::EOPNOTSUPP)?;
         let values = Values::new(&[]);
         parse_values(proto, &ct.defaults, attrs, &values);
-        let policy = Arc::new(Policy { name: name.to_owned(), l3num, proto, values, uses: AtomicU32::new(1) });
+        let policy = Arc::new(Policy {
+            name: name.to_owned(),
+            l3num,
+            proto,
+            values,
+            uses: AtomicU32::new(1),
+            deleted: AtomicBool::new(false),
+        });
         let mut next = Vec::clone(&self.policies.load());
         next.push(policy);
         self.policies.store(Arc::new(next));
@@ -249,6 +266,7 @@ impl Registry {
         if p.uses.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(Errno::EBUSY);
         }
+        p.deleted.store(true, Ordering::Relaxed);
         let next: Vec<_> = self.policies.load().iter().filter(|q| !Arc::ptr_eq(q, p)).cloned().collect();
         self.policies.store(Arc::new(next));
         ct.untimeout(p);

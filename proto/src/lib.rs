@@ -15,6 +15,7 @@ pub mod cttimeout;
 pub mod errno;
 pub mod netlink;
 pub mod packet;
+pub mod private;
 
 pub use errno::Errno;
 pub use packet::{Family, Packet, ParseError, L4};

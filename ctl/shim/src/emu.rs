@@ -1,11 +1,14 @@
 //! The shim's logic, in safe code: which descriptors are ours, their netlink address, and the
 //! few private messages exchanged with the daemon.
 //!
-//! The private messages mirror `ferrowall_engine::io::private` (subsystem `0xf0`): the daemon
-//! greets every connection with `HELLO` carrying the port id; an explicit `bind` sends `BIND` and
-//! waits for its ack.
+//! The private messages are `proto::private`'s (subsystem `0xf0`), shared with the daemon: the
+//! daemon greets every connection with `HELLO` carrying the port id; an explicit `bind` sends `BIND`
+//! and waits for its ack.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use proto::netlink::Header;
+use proto::private;
 
 /// Descriptors the table covers; a netlink socket emulated on a higher one is refused (`EMFILE`).
 pub(crate) const MAX_FDS: usize = 65536;
@@ -127,64 +130,23 @@ pub(crate) fn fill_addr(dst: &mut [u8], src: &[u8]) -> usize {
     src.len()
 }
 
-const SUBSYS: u16 = 0xf0;
-const MSG_HELLO: u16 = SUBSYS << 8;
-const MSG_BIND: u16 = (SUBSYS << 8) | 1;
-const ATTR_PORTID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
 /// Sequence number of the shim's bind requests.
 pub(crate) const BIND_SEQ: u32 = 0x6677_0001;
 
-fn u16_at(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
-}
-
 /// The port id announced by the daemon's greeting.
-pub(crate) fn parse_hello(b: &[u8]) -> Option<u32> {
-    if u16_at(b, 4)? != MSG_HELLO {
-        return None;
-    }
-    let end = (u32_at(b, 0)? as usize).min(b.len());
-    let mut at = 20;
-    while at + 4 <= end {
-        let len = u16_at(b, at)? as usize;
-        if len < 4 {
-            return None;
-        }
-        if u16_at(b, at + 2)? & 0x3fff == ATTR_PORTID && len == 8 {
-            return Some(u32::from_be_bytes(b.get(at + 4..at + 8)?.try_into().ok()?)).filter(|&p| p != 0);
-        }
-        at += (len + 3) & !3;
-    }
-    None
-}
+pub(crate) use private::parse_hello;
 
 /// A `BIND` request for `portid`.
 pub(crate) fn bind_request(portid: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(28);
-    m.extend_from_slice(&28u32.to_ne_bytes());
-    m.extend_from_slice(&MSG_BIND.to_ne_bytes());
-    m.extend_from_slice(&(1u16 | 4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
-    m.extend_from_slice(&BIND_SEQ.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version 0, res_id 0
-    m.extend_from_slice(&8u16.to_ne_bytes());
-    m.extend_from_slice(&ATTR_PORTID.to_ne_bytes());
-    m.extend_from_slice(&portid.to_be_bytes());
-    m
+    private::bind_request(BIND_SEQ, portid)
 }
 
 /// The errno (0 = ack) of the daemon's answer to our bind request, if `b` is that answer.
 pub(crate) fn parse_bind_answer(b: &[u8]) -> Option<i32> {
-    if u16_at(b, 4)? != NLMSG_ERROR || u32_at(b, 8)? != BIND_SEQ {
+    if Header::parse(b).ok()?.seq != BIND_SEQ {
         return None;
     }
-    let e = i32::from_ne_bytes(b.get(16..20)?.try_into().ok()?);
-    Some(-e)
+    private::parse_error(b).map(|(errno, _)| errno)
 }
 
 #[cfg(test)]
@@ -226,22 +188,13 @@ mod tests {
 
     #[test]
     fn private_messages() {
-        // HELLO for port id 0xfffff000, as ferrowall_engine::io::private::hello builds it.
-        let mut hello = Vec::new();
-        hello.extend_from_slice(&28u32.to_ne_bytes());
-        hello.extend_from_slice(&0xf000u16.to_ne_bytes());
-        hello.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        hello.extend_from_slice(&0xfffff000u32.to_ne_bytes());
-        hello.extend_from_slice(&[0, 0, 0, 0, 8, 0, 1, 0, 0xff, 0xff, 0xf0, 0x00]);
+        // HELLO for port id 0xfffff000, as the daemon sends it.
+        let hello = private::hello(0xfffff000);
         assert_eq!(parse_hello(&hello), Some(0xfffff000));
         assert_eq!(parse_hello(&hello[..20]), None);
         let b = bind_request(5);
         assert_eq!(b.len(), 28);
-        let mut err = vec![0u8; 36];
-        err[..4].copy_from_slice(&36u32.to_ne_bytes());
-        err[4..6].copy_from_slice(&2u16.to_ne_bytes());
-        err[8..12].copy_from_slice(&BIND_SEQ.to_ne_bytes());
-        err[16..20].copy_from_slice(&(-libc::EADDRINUSE).to_ne_bytes());
+        let err = private::error(&Header::parse(&b).unwrap(), 0, proto::Errno(libc::EADDRINUSE), None);
         assert_eq!(parse_bind_answer(&err), Some(libc::EADDRINUSE));
         assert_eq!(parse_bind_answer(&hello), None);
     }

@@ -152,7 +152,7 @@ impl Tracked {
     /// `nft_ct_timeout_obj_eval` does with `values[0]`... for us, with the value of its state.
     pub fn set_policy(&mut self, now: Timestamp, policy: &Arc<Policy>) -> bool {
         let Some(c) = self.pending.as_mut() else { return false };
-        if c.l4() != policy.proto {
+        if c.l4() != policy.proto || policy.is_deleted() {
             return false;
         }
         let slot = c.proto.timeout_slot();
@@ -282,8 +282,8 @@ impl Conntrack {
     #[inline]
     fn values<'a>(&'a self, c: &'a Conn) -> &'a Values {
         match &c.policy {
-            Some(p) => &p.values,
-            None => self.defaults.of(c.l4()),
+            Some(p) if !p.is_deleted() => &p.values,
+            _ => self.defaults.of(c.l4()),
         }
     }
 
@@ -385,8 +385,8 @@ impl Conntrack {
             };
             let verdict = {
                 let values = match &c.policy {
-                    Some(pol) => &pol.values,
-                    None => self.defaults.of(p),
+                    Some(pol) if !pol.is_deleted() => &pol.values,
+                    _ => self.defaults.of(p),
                 };
                 let mut ctx = l4::Ctx {
                     dir,

@@ -4,7 +4,8 @@
 //! * Every connection gets a distinct nonzero netlink port id, chosen as the kernel's autobind does:
 //!   the peer's pid if free, else a counter going down from `-4096`. It is announced in a
 //!   [`private::hello`] greeting (the shim reports it through `getsockname`); the shim's explicit
-//!   `bind` can change it once ([`private::MSG_BIND`]).
+//!   `bind` can change it once ([`private::MSG_BIND`]). The private messages are `proto`'s, shared
+//!   with the clients.
 //! * The peer is checked once, with `SO_PEERCRED`/`SO_PEERGROUPS`: root or a member of `ctl_group`
 //!   is privileged; anyone else still gets answers, the handler making them `EPERM`.
 //! * A request datagram is read into a 64 KiB buffer; one that did not fit is answered with
@@ -24,7 +25,9 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
 
-use super::private::{self, Header};
+use proto::netlink::Header;
+use proto::{private, Errno};
+
 use super::sys;
 
 /// Receive buffer for one request datagram.
@@ -261,28 +264,28 @@ impl ControlServer {
     fn answer(&mut self, t: Token, datagram: &[u8], truncated: bool, backend: &mut dyn Backend) -> Vec<Vec<u8>> {
         let Some(c) = self.clients.get_mut(&t) else { return Vec::new() };
         let peer = c.peer;
-        let Some(req) = Header::parse(datagram) else {
+        let Ok(req) = Header::parse(datagram) else {
             // Shorter than a header: a netlink socket ignores it silently.
             return Vec::new();
         };
         if truncated {
-            return vec![private::error(&req, peer.portid, libc::EMSGSIZE, None)];
+            return vec![private::error(&req, peer.portid, Errno::EMSGSIZE, None)];
         }
         if !private::is_private(datagram) {
             c.portid_fixed = true;
             return backend.handle(&peer, datagram);
         }
-        let cmd = (req.ty & 0xff) as u8;
+        let cmd = (req.kind & 0xff) as u8;
         match cmd {
             private::MSG_BIND => match private::portid_attr(datagram) {
-                None | Some(0) => vec![private::error(&req, peer.portid, libc::EINVAL, None)],
+                None | Some(0) => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
                 Some(id) if id == peer.portid => {
                     c.portid_fixed = true;
                     vec![private::ack(&req, id)]
                 }
-                Some(_) if c.portid_fixed => vec![private::error(&req, peer.portid, libc::EINVAL, None)],
+                Some(_) if c.portid_fixed => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
                 Some(id) if self.portids.contains(&id) => {
-                    vec![private::error(&req, peer.portid, libc::EADDRINUSE, None)]
+                    vec![private::error(&req, peer.portid, Errno(libc::EADDRINUSE), None)]
                 }
                 Some(id) => {
                     c.peer.portid = id;
@@ -293,13 +296,13 @@ impl ControlServer {
                 }
             },
             private::MSG_RELOAD if !peer.privileged => {
-                vec![private::error(&req, peer.portid, libc::EPERM, None)]
+                vec![private::error(&req, peer.portid, Errno::EPERM, None)]
             }
             private::MSG_RELOAD => match reload(backend, &format!("request of uid {} pid {}", peer.uid, peer.pid)) {
                 Ok(()) => vec![private::ack(&req, peer.portid)],
-                Err(text) => vec![private::error(&req, peer.portid, libc::EINVAL, Some(&text))],
+                Err(text) => vec![private::error(&req, peer.portid, Errno::EINVAL, Some(&text))],
             },
-            _ => vec![private::error(&req, peer.portid, libc::EOPNOTSUPP, None)],
+            _ => vec![private::error(&req, peer.portid, Errno::EOPNOTSUPP, None)],
         }
     }
 

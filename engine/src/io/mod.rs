@@ -4,7 +4,6 @@
 //! * [`control_socket`]: the control plane, nfnetlink (cttimeout) over a Unix `SOCK_SEQPACKET`
 //!   socket, served by one mio loop with the signals (`SIGHUP` reloads the rules, `SIGTERM`/`SIGINT`
 //!   stop).
-//! * [`private`]: the control socket's private messages (port id greeting, bind, reload).
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
@@ -13,7 +12,6 @@
 
 pub mod config;
 pub mod control_socket;
-pub mod private;
 mod sys;
 
 use std::fmt;
