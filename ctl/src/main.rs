@@ -6,6 +6,9 @@
 //!   and `FERROWALL_SOCKET` naming the control socket; its exit status is ferroctl's.
 //! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its rule file (as `SIGHUP` does)
 //!   and prints the reason if the new file was refused.
+//! * `ferroctl timeout [--socket PATH] [--json] ARGS...` manages timeout policies with exactly the
+//!   syntax and output of `nfct timeout ARGS...` (see [`timeout`]); `--json` (before the command
+//!   word) prints `list`, `get` and `default-get` as JSON.
 //!
 //! The socket is `--socket`, else `$FERROWALL_SOCKET`, else `/run/ferrowall/ctl.sock`.
 
@@ -19,6 +22,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use proto::{netlink, private};
 use socket2::{Domain, SockAddr, Socket, Type};
+
+mod timeout;
 
 /// The control socket's default path (the daemon's `ctl_socket` default).
 const DEFAULT_SOCKET: &str = "/run/ferrowall/ctl.sock";
@@ -49,6 +54,22 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Manage timeout policies: nfct's `timeout` syntax, output and exit codes.
+    ///
+    /// list | add NAME inet|inet6 PROTO STATE VALUE... | get NAME | delete NAME | flush |
+    /// default-set inet|inet6 PROTO STATE VALUE... | default-get inet|inet6 PROTO
+    #[command(override_usage = "ferroctl timeout [--socket PATH] [--json] COMMAND [ARGS]...")]
+    Timeout {
+        /// The daemon's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print list, get and default-get as a JSON document.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, as after `nfct timeout`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
@@ -66,7 +87,48 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Timeout { socket, json, args } => {
+            let socket = socket_path(socket);
+            let protocols = timeout::system_protocols();
+            let mut connect = || -> Result<Box<dyn timeout::Link>, String> {
+                let (sock, portid) = connect(&socket).map_err(|e| timeout::unreachable(&socket, e))?;
+                Ok(Box::new(Conn { sock, portid, socket: socket.clone() }))
+            };
+            timeout::finish(timeout::run(&args, json, &protocols, &mut connect))
+        }
     }
+}
+
+/// A connection to the daemon for `timeout`.
+struct Conn {
+    sock: Socket,
+    portid: u32,
+    socket: PathBuf,
+}
+
+impl timeout::Link for Conn {
+    fn send(&mut self, datagram: &[u8]) -> Result<(), String> {
+        self.sock.send(datagram).map(drop).map_err(|e| format!("{}: {e}", self.socket.display()))
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, String> {
+        recv(&self.sock)
+    }
+
+    fn portid(&self) -> u32 {
+        self.portid
+    }
+}
+
+/// Connects to the daemon and reads its greeting: the socket and its port id.
+fn connect(socket: &Path) -> Result<(Socket, u32), String> {
+    let at = |e: std::io::Error| e.to_string();
+    let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(at)?;
+    sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(at)?;
+    sock.connect(&SockAddr::unix(socket).map_err(at)?).map_err(at)?;
+    let hello = recv(&sock)?;
+    let portid = private::parse_hello(&hello).ok_or("unexpected greeting from the daemon")?;
+    Ok((sock, portid))
 }
 
 /// Where the shim is: `$FERROWALL_SHIM`, else next to this executable.

@@ -227,6 +227,146 @@ pub fn defaults_message(l3proto: u16, l4proto: u8, values: &[u32], seq: u32, por
     b.finish()
 }
 
+/// The names of a protocol's timeout slots in attribute order (slot `i` is attribute `i + 1`), one
+/// per slot its replies carry ([`DataLayout::emitted`]), for L4 protocol `l4num` as cttimeout numbers
+/// them; `None` where [`data_layout`] is `None`. Spelled as nfct (libnetfilter_cttimeout) spells
+/// them where it knows the slot (TCP's `UNACK` is its `UNACKNOWLEDGED`), else as the kernel's
+/// `CTA_TIMEOUT_<PROTO>_<STATE>` suffix (SCTP's `HEARTBEAT_SENT` and `HEARTBEAT_ACKED`).
+pub fn state_names(l4num: u8) -> Option<&'static [&'static str]> {
+    const TCP: &[&str] = &[
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "TIME_WAIT",
+        "CLOSE",
+        "SYN_SENT2",
+        "RETRANS",
+        "UNACKNOWLEDGED",
+    ];
+    const UDP: &[&str] = &["UNREPLIED", "REPLIED"];
+    const ONE: &[&str] = &["TIMEOUT"];
+    const SCTP: &[&str] = &[
+        "CLOSED",
+        "COOKIE_WAIT",
+        "COOKIE_ECHOED",
+        "ESTABLISHED",
+        "SHUTDOWN_SENT",
+        "SHUTDOWN_RECD",
+        "SHUTDOWN_ACK_SENT",
+        "HEARTBEAT_SENT",
+        "HEARTBEAT_ACKED",
+    ];
+    Some(match l4num {
+        6 => TCP,
+        17 | 136 | 47 => UDP,
+        1 | 58 | 255 => ONE,
+        132 => SCTP,
+        _ => return None,
+    })
+}
+
+/// A request's attributes, for [`request_message`]: each is put when present, in the order
+/// libnetfilter_cttimeout puts them (NAME, L3PROTO, L4PROTO, DATA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fields<'a> {
+    /// Put with a trailing NUL.
+    pub name: Option<&'a [u8]>,
+    pub l3proto: Option<u16>,
+    pub l4proto: Option<u8>,
+    /// (attribute id, seconds) members of `CTA_TIMEOUT_DATA`, in this order; `None` (or empty):
+    /// no DATA attribute.
+    pub data: Option<&'a [(u16, u32)]>,
+}
+
+/// A cttimeout request as `nfct_timeout_nlmsg_build_hdr` and `nfct_timeout_nlmsg_build_payload`
+/// build it: `NLM_F_REQUEST | flags`, `nfgenmsg` with `AF_UNSPEC`, then `f`'s attributes.
+pub fn request_message(t: MsgType, flags: u16, seq: u32, f: &Fields<'_>) -> Vec<u8> {
+    let mut b = MessageBuilder::new(nlmsg_type(t), crate::netlink::flags::REQUEST | flags, seq, 0);
+    b.nfgenmsg(Nfgenmsg::default());
+    if let Some(n) = f.name {
+        b.put_strz(attr::NAME, n);
+    }
+    if let Some(l3) = f.l3proto {
+        b.put_be16(attr::L3PROTO, l3);
+    }
+    if let Some(l4) = f.l4proto {
+        b.put_u8(attr::L4PROTO, l4);
+    }
+    if let Some(d) = f.data.filter(|d| !d.is_empty()) {
+        let nest = b.nest_start(attr::DATA);
+        for &(id, v) in d {
+            b.put_be32(id, v);
+        }
+        b.nest_end(nest);
+    }
+    b.finish()
+}
+
+/// An object or defaults reply as a client reads it: every attribute optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply<'a> {
+    /// The name's bytes up to its first NUL.
+    pub name: Option<&'a [u8]>,
+    pub l3proto: Option<u16>,
+    pub l4proto: Option<u8>,
+    /// `CTA_TIMEOUT_USE`.
+    pub uses: Option<u32>,
+    /// The (attribute id, seconds) members of `CTA_TIMEOUT_DATA` in wire order; members shorter
+    /// than 4 bytes are skipped.
+    pub data: Option<Vec<(u16, u32)>>,
+}
+
+impl Reply<'_> {
+    /// The seconds of attribute `id` (the last member with that id).
+    pub fn value(&self, id: u16) -> Option<u32> {
+        self.data.as_ref()?.iter().rev().find(|&&(i, _)| i == id).map(|&(_, v)| v)
+    }
+}
+
+/// Reads the payload of a cttimeout reply message (`nfgenmsg` and attributes, as
+/// [`object_message`] and [`defaults_message`] build them); `None` if it is shorter than `nfgenmsg`.
+/// Integer attributes shorter than their type are ignored; a later duplicate wins.
+pub fn parse_reply(payload: &[u8]) -> Option<Reply<'_>> {
+    let attrs = payload.get(Nfgenmsg::LEN..)?;
+    let mut r = Reply::default();
+    for a in Attrs::new(attrs).map_while(Result::ok) {
+        let p = a.payload;
+        match a.kind {
+            attr::NAME => r.name = Some(p.split(|&c| c == 0).next().unwrap_or(p)),
+            attr::L3PROTO => {
+                if let Some(b) = p.get(..2) {
+                    r.l3proto = Some(u16::from_be_bytes([b[0], b[1]]));
+                }
+            }
+            attr::L4PROTO => {
+                if let Some(&b) = p.first() {
+                    r.l4proto = Some(b);
+                }
+            }
+            attr::USE => {
+                if let Some(b) = p.get(..4) {
+                    r.uses = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            attr::DATA => {
+                let members = Attrs::new(p)
+                    .map_while(Result::ok)
+                    .filter_map(|m| {
+                        let b = m.payload.get(..4)?;
+                        Some((m.kind, u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+                    })
+                    .collect();
+                r.data = Some(members);
+            }
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +461,68 @@ mod tests {
         assert_eq!(m.len(), 16 + 4 + 8 + 8 + 8 + 8 + 4 + 16);
     }
 
+    #[test]
+    fn state_names_cover_the_emitted_slots() {
+        for l4 in 0..=255u8 {
+            match (data_layout(l4), state_names(l4)) {
+                (Some(l), Some(n)) => assert_eq!(usize::from(l.emitted), n.len(), "protocol {l4}"),
+                (None, None) => {}
+                (l, n) => panic!("protocol {l4}: layout {l:?}, names {n:?}"),
+            }
+        }
+        assert_eq!(state_names(6).unwrap()[10], "UNACKNOWLEDGED");
+        assert_eq!(state_names(132).unwrap()[8], "HEARTBEAT_ACKED");
+    }
+
+    #[test]
+    fn requests_round_trip_through_the_kernel_parser() {
+        let data = [(3u16, 100u32), (1, 7)];
+        let f = Fields { name: Some(b"web"), l3proto: Some(10), l4proto: Some(6), data: Some(&data) };
+        let m = request_message(MsgType::New, crate::netlink::flags::CREATE | crate::netlink::flags::ACK, 9, &f);
+        let h = Header::parse(&m).unwrap();
+        assert_eq!((h.kind, h.flags, h.seq, h.pid, h.len as usize), (0x800, 0x405, 9, 0, m.len()));
+        let r = parse_request(&m[20..]).unwrap();
+        assert_eq!((r.name, r.l3proto, r.l4proto), (Some(&b"web"[..]), Some(10), Some(6)));
+        assert_eq!(parse_data(data_layout(6).unwrap(), r.data.unwrap()), Ok(data.to_vec()));
+        // Only a name; no DATA for an empty list.
+        let g = request_message(MsgType::Get, 0, 1, &Fields { name: Some(b"x"), data: Some(&[]), ..Fields::default() });
+        assert_eq!(g.len(), 16 + 4 + 8);
+        let r = parse_request(&g[20..]).unwrap();
+        assert_eq!((r.name, r.l3proto, r.data), (Some(&b"x"[..]), None, None));
+    }
+
+    #[test]
+    fn replies_parse_back() {
+        let m = object_message(&Object { name: b"t", l3proto: 2, l4proto: 17, uses: 3, values: &[30, 120] }, 3, 100);
+        let r = parse_reply(&m[16..]).unwrap();
+        assert_eq!(
+            r,
+            Reply {
+                name: Some(&b"t"[..]),
+                l3proto: Some(2),
+                l4proto: Some(17),
+                uses: Some(3),
+                data: Some(vec![(1, 30), (2, 120)])
+            }
+        );
+        assert_eq!((r.value(2), r.value(3)), (Some(120), None));
+        let d = defaults_message(10, 6, &[1, 2, 3], 1, 1);
+        let r = parse_reply(&d[16..]).unwrap();
+        assert_eq!((r.name, r.uses, r.l3proto, r.l4proto), (None, None, Some(10), Some(6)));
+        assert_eq!(r.data, Some(vec![(1, 1), (2, 2), (3, 3)]));
+        assert_eq!(parse_reply(&[0, 0]), None);
+        let short = attrs(|b| {
+            b.put(attr::L3PROTO, &[1]).put(attr::USE, &[0, 1]);
+            let n = b.nest_start(attr::DATA);
+            b.put(1, &[0, 0]).put_be32(2, 5);
+            b.nest_end(n);
+        });
+        let mut payload = vec![0u8; 4];
+        payload.extend_from_slice(&short);
+        let r = parse_reply(&payload).unwrap();
+        assert_eq!((r.l3proto, r.uses, r.data), (None, None, Some(vec![(2, 5)])));
+    }
+
     proptest! {
         #[test]
         fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128), l4 in any::<u8>()) {
@@ -329,6 +531,7 @@ mod tests {
                     let _ = parse_data(l, d);
                 }
             }
+            let _ = parse_reply(&bytes);
         }
     }
 }

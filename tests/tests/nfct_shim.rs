@@ -10,6 +10,14 @@
 //! widens the socket file to `0666` after the daemon created it; members of `ctl_group` (by primary
 //! or supplementary group) are served normally.
 //!
+//! The differential suite (`nfct_differential_suite_matches_the_kernel`) runs many short cases,
+//! each on a fresh namespace and a fresh daemon: every message type nfct sends, every protocol in
+//! both families, every error nfct can provoke, long names, flush with policies in use and a
+//! 300-policy list. Policies are put in use by `iptables -t raw … -j CT --timeout NAME` rules in
+//! the namespace and by `ct timeout set "NAME"` rules in the daemon's rule file; their use counts,
+//! which `nfct timeout list` does not print, are compared from a raw dump made with python3. It
+//! prints `nfct-diff: N cases, M identical` and fails listing every command whose outputs differ.
+//!
 //! Every daemon runs in a directory of its own under the temp dir and is stopped (by its PID) and
 //! the directory removed when the test ends, also on failure; namespaces are deleted likewise.
 
@@ -129,10 +137,22 @@ impl Daemon {
     /// Starts the daemon; `config` (if any) is written to `<dir>/ferrowall.conf`, where `{dir}` in
     /// it stands for the daemon's directory.
     fn start(config: Option<&str>) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// `start`, after writing `files` (name, text) into the daemon's directory (e.g. a rule file
+    /// the configuration names as `rules = rules.conf`).
+    fn start_with(config: Option<&str>, files: &[(&str, &str)]) -> Daemon {
         let b = bins();
         let dir = std::env::temp_dir().join(unique("ferrowall-nfct-"));
         fs::create_dir_all(&dir).expect("creating the daemon's directory");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        for (name, text) in files {
+            if let Err(e) = fs::write(dir.join(name), text) {
+                let _ = fs::remove_dir_all(&dir);
+                panic!("writing {name} into the daemon's directory: {e}");
+            }
+        }
         let socket = dir.join("run").join("ctl.sock");
         let log = dir.join("daemon.log");
         let mut cmd = Command::new(&b.ferrowall);
@@ -679,4 +699,683 @@ fn without_a_daemon_the_shim_says_where_it_looked() {
     let out = run(&mut c, LIMIT);
     assert_ne!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains(&format!("cannot reach the ferrowall daemon at {}", sock.display())), "{out}");
+}
+
+// ---- The differential suite: many short sequences, each on a fresh namespace and daemon ----
+
+/// Rules naming a policy, which puts it in use: `rules` times
+/// `iptables -t raw -A PREROUTING -p PROTO -j CT --timeout NAME` in the namespace (`ip6tables` for
+/// an inet6 policy), and as many `meta nfproto ipv4|ipv6 meta l4proto PROTO ct timeout set "NAME"`
+/// rules in the daemon's rule file.
+#[derive(Debug, Clone)]
+struct RuleUse {
+    policy: String,
+    v6: bool,
+    /// nft's name of the protocol, or a number (the generic tracker).
+    proto: &'static str,
+    rules: usize,
+}
+
+/// One step of a differential case.
+#[derive(Debug, Clone)]
+enum Step {
+    /// `nfct ARGS` (split at spaces) on both sides: stdout, stderr and exit code must be identical.
+    Nfct(String),
+    /// The same as uid 65534 outside every group (`setpriv`): neither root nor in a control group.
+    Outsider(String),
+    /// More rules naming a policy: iptables in the namespace; in the daemon, the rule file
+    /// rewritten and `ferroctl reload`. Both must succeed.
+    Use(RuleUse),
+    /// Every rule removed on both sides (waiting until the kernel has released the policies).
+    Unuse,
+    /// The names and use counts (`CTA_TIMEOUT_USE`, which `nfct timeout list` does not print) of
+    /// a raw cttimeout dump made by python3: must be identical.
+    Uses,
+    /// `Uses`, and the kernel's must be this text (`NAME L3 L4 USE` lines): keeps the harness
+    /// honest about policies being in use at all.
+    UsesAre(String),
+}
+
+/// A differential case: a fresh network namespace and a fresh daemon brought to the same state
+/// (policies declared, rules using them), then steps run on both sides.
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    /// Policies that exist at the start, in `nfct timeout add` syntax: added by nfct in the
+    /// namespace, `timeout = …` lines in the daemon's configuration.
+    declared: Vec<String>,
+    /// Rules at the start: iptables in the namespace, the configuration's rule file in the
+    /// daemon (loaded after the declared policies).
+    used: Vec<RuleUse>,
+    steps: Vec<Step>,
+}
+
+impl Case {
+    fn new(name: impl Into<String>) -> Case {
+        Case { name: name.into(), declared: Vec::new(), used: Vec::new(), steps: Vec::new() }
+    }
+
+    fn declare(mut self, policy: &str) -> Case {
+        self.declared.push(policy.to_owned());
+        self
+    }
+
+    fn used(mut self, policy: &str, v6: bool, proto: &'static str, rules: usize) -> Case {
+        self.used.push(RuleUse { policy: policy.to_owned(), v6, proto, rules });
+        self
+    }
+
+    /// `nfct` steps, one per command line (the words after `nfct`).
+    fn nfct<S: AsRef<str>>(mut self, commands: &[S]) -> Case {
+        self.steps.extend(commands.iter().map(|c| Step::Nfct(c.as_ref().to_owned())));
+        self
+    }
+
+    fn then(mut self, step: Step) -> Case {
+        self.steps.push(step);
+        self
+    }
+
+    fn uses(self) -> Case {
+        self.then(Step::Uses)
+    }
+
+    fn uses_are(self, expected: &str) -> Case {
+        self.then(Step::UsesAre(expected.to_owned()))
+    }
+
+    fn use_(self, policy: &str, v6: bool, proto: &'static str, rules: usize) -> Case {
+        self.then(Step::Use(RuleUse { policy: policy.to_owned(), v6, proto, rules }))
+    }
+
+    /// The number of compared `nfct` invocations.
+    fn nfct_commands(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s, Step::Nfct(_) | Step::Outsider(_))).count()
+    }
+}
+
+/// The daemon's rule file for `uses`.
+fn rule_file(uses: &[RuleUse]) -> String {
+    let mut s = String::from("chain forward {\n  policy accept;\n");
+    for u in uses {
+        let family = if u.v6 { "ipv6" } else { "ipv4" };
+        for _ in 0..u.rules {
+            s.push_str(&format!(
+                "  meta nfproto {family} meta l4proto {} ct timeout set \"{}\" accept\n",
+                u.proto, u.policy
+            ));
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Adds `u`'s rules in the namespace; a description of the first failure.
+fn kernel_rules(ns: &Netns, u: &RuleUse) -> Option<String> {
+    let tool = if u.v6 { "ip6tables" } else { "iptables" };
+    for _ in 0..u.rules {
+        let args = ["-t", "raw", "-A", "PREROUTING", "-p", u.proto, "-j", "CT", "--timeout", &u.policy];
+        let out = ns.exec(tool, &args);
+        if out.code != Some(0) {
+            return Some(format!("setup: kernel `{tool} {}` failed: {out}", args.join(" ")));
+        }
+    }
+    None
+}
+
+/// Writes the daemon's rule file for `uses` and reloads it; a description of a failure.
+fn daemon_rules(d: &Daemon, uses: &[RuleUse]) -> Option<String> {
+    let text = rule_file(uses);
+    fs::write(d.dir.join("rules.conf"), &text).expect("writing the rule file");
+    let mut c = Command::new(&bins().ferroctl);
+    c.arg("reload").arg("--socket").arg(&d.socket);
+    let out = run(&mut c, LIMIT);
+    (out.code != Some(0)).then(|| format!("setup: ferrowall reload of\n{text}failed: {out}"))
+}
+
+/// Dumps the cttimeout policies over a raw netlink socket and prints `NAME L3 L4 USE` per policy
+/// (attributes: 1 name, 2 l3proto, 3 l4proto, 4 data, 5 use).
+const USES_SCRIPT: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.sendto(struct.pack('=IHHII', 20, (8 << 8) | 1, 0x1 | 0x300, 5, 0) + b'\0\0\0\0', (0, 0))
+done = False
+while not done:
+    d = s.recv(65536)
+    off = 0
+    while off < len(d):
+        l, t, f, seq, p = struct.unpack_from('=IHHII', d, off)
+        if t == 3:
+            done = True
+        elif t == 2:
+            raise SystemExit('netlink error %d' % struct.unpack_from('=i', d, off + 16)[0])
+        elif t == (8 << 8):
+            a, fields = off + 20, {}
+            while a + 4 <= off + l:
+                al, at = struct.unpack_from('=HH', d, a)
+                fields[at & 0x3fff] = d[a + 4:a + al]
+                a += (al + 3) & ~3
+            print(fields[1].rstrip(b'\0').decode(), struct.unpack('>H', fields[2])[0], fields[3][0],
+                  struct.unpack('>I', fields[5])[0])
+        off += (l + 3) & ~3
+"#;
+
+/// `setpriv` arguments that drop to uid 65534 outside every group, then run nfct.
+const OUTSIDER: [&str; 4] = ["--reuid=65534", "--regid=65533", "--clear-groups", "nfct"];
+
+/// Records a difference between the daemon's and the kernel's output of `what`.
+fn compare(diffs: &mut Vec<String>, what: &str, ours: Out, kernel: Out) {
+    if ours != kernel {
+        diffs.push(format!("`{what}` differs\n== ferrowall: {ours}== kernel: {kernel}"));
+    }
+}
+
+/// Runs `case` on a fresh daemon and a fresh namespace; the differences, described.
+fn run_case(case: &Case) -> Vec<String> {
+    let mut config = String::from("rules = rules.conf\n");
+    for p in &case.declared {
+        config.push_str(&format!("timeout = {p}\n"));
+    }
+    let d = Daemon::start_with(Some(&config), &[("rules.conf", &rule_file(&case.used))]);
+    let ns = Netns::new();
+    let mut diffs = Vec::new();
+    for p in &case.declared {
+        let args: Vec<&str> = ["timeout", "add"].into_iter().chain(p.split_whitespace()).collect();
+        let out = ns.nfct(&args);
+        if out.code != Some(0) {
+            diffs.push(format!("setup: kernel `nfct timeout add {p}` failed: {out}"));
+        }
+    }
+    diffs.extend(case.used.iter().filter_map(|u| kernel_rules(&ns, u)));
+    let mut rules = case.used.clone();
+    for step in &case.steps {
+        match step {
+            Step::Nfct(c) => {
+                let args: Vec<&str> = c.split_whitespace().collect();
+                compare(&mut diffs, &format!("nfct {c}"), d.nfct(&args), ns.nfct(&args));
+            }
+            Step::Outsider(c) => {
+                // Let a non-member connect at all (see the module doc).
+                fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).expect("chmod the socket");
+                let args: Vec<&str> = OUTSIDER.into_iter().chain(c.split_whitespace()).collect();
+                let what = format!("nfct {c} (as uid 65534)");
+                compare(&mut diffs, &what, d.exec_public("setpriv", &args), ns.exec("setpriv", &args));
+            }
+            Step::Use(u) => {
+                diffs.extend(kernel_rules(&ns, u));
+                rules.push(u.clone());
+                diffs.extend(daemon_rules(&d, &rules));
+            }
+            Step::Unuse => {
+                for tool in ["iptables", "ip6tables"] {
+                    let out = ns.exec(tool, &["-t", "raw", "-F", "PREROUTING"]);
+                    if out.code != Some(0) {
+                        diffs.push(format!("setup: kernel `{tool} -t raw -F PREROUTING` failed: {out}"));
+                    }
+                }
+                // nf_tables destroys flushed rules (and drops their policy references) from a
+                // work queue: wait until every policy is back at one use.
+                let start = clock::now();
+                loop {
+                    let out = ns.exec("python3", &["-c", USES_SCRIPT]);
+                    if out.code == Some(0) && out.stdout.lines().all(|l| l.ends_with(" 1")) {
+                        break;
+                    }
+                    if start.elapsed() > Duration::from_secs(10) {
+                        diffs.push(format!("setup: the kernel kept policies in use after the rules went: {out}"));
+                        break;
+                    }
+                    clock::sleep(Duration::from_millis(20));
+                }
+                rules.clear();
+                diffs.extend(daemon_rules(&d, &rules));
+            }
+            Step::Uses | Step::UsesAre(_) => {
+                let ours = d.exec("python3", &["-c", USES_SCRIPT]);
+                let kernel = ns.exec("python3", &["-c", USES_SCRIPT]);
+                if kernel.code != Some(0) {
+                    diffs.push(format!("setup: the raw dump failed in the kernel namespace: {kernel}"));
+                }
+                if let Step::UsesAre(expected) = step {
+                    if kernel.stdout != *expected {
+                        diffs.push(format!("harness: the kernel's use counts are not\n{expected}but {kernel}"));
+                    }
+                }
+                compare(&mut diffs, "use counts of a raw cttimeout dump (python3)", ours, kernel);
+            }
+        }
+    }
+    if !diffs.is_empty() {
+        diffs.push(format!("(daemon log:\n{})", d.log()));
+    }
+    diffs
+}
+
+/// Every protocol nfct knows, with its timeout (state) names as nfct takes them.
+const PROTOCOLS: &[(&str, &[&str])] = &[
+    (
+        "tcp",
+        &[
+            "syn_sent",
+            "syn_recv",
+            "established",
+            "fin_wait",
+            "close_wait",
+            "last_ack",
+            "time_wait",
+            "close",
+            "syn_sent2",
+            "retrans",
+            "unacknowledged",
+        ],
+    ),
+    ("udp", &["unreplied", "replied"]),
+    ("udplite", &["unreplied", "replied"]),
+    ("icmp", &["timeout"]),
+    ("icmpv6", &["timeout"]),
+    (
+        "sctp",
+        &[
+            "closed",
+            "cookie_wait",
+            "cookie_echoed",
+            "established",
+            "shutdown_sent",
+            "shutdown_recd",
+            "shutdown_ack_sent",
+        ],
+    ),
+    ("gre", &["unreplied", "replied"]),
+    ("generic", &["timeout"]),
+];
+
+/// `STATE VALUE` for every state, values counting up from `first`.
+fn all_states(states: &[&str], first: u32) -> String {
+    states.iter().zip(first..).map(|(s, v)| format!("{s} {v}")).collect::<Vec<_>>().join(" ")
+}
+
+/// One case per protocol and family: add (every state, one state), get, list, default-set,
+/// default-get on both families, an add that picks up the new defaults, delete.
+fn protocol_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for (p, states) in PROTOCOLS {
+        for (fam, other) in [("inet", "inet6"), ("inet6", "inet")] {
+            let first = states[0];
+            let last = states[states.len() - 1];
+            v.push(Case::new(format!("{p} in {fam}: add, get, list, default-set, default-get, delete")).nfct(&[
+                format!("timeout default-get {fam} {p}"),
+                format!("timeout add full-{p} {fam} {p} {}", all_states(states, 11)),
+                format!("timeout add one-{p} {fam} {p} {first} 7"),
+                format!("timeout get full-{p}"),
+                format!("timeout get one-{p}"),
+                "timeout list".to_owned(),
+                format!("timeout default-set {fam} {p} {}", all_states(states, 101)),
+                format!("timeout default-get {fam} {p}"),
+                format!("timeout default-get {other} {p}"),
+                format!("timeout add later-{p} {other} {p} {last} 9"),
+                format!("timeout get later-{p}"),
+                format!("timeout get one-{p}"),
+                format!("timeout delete one-{p}"),
+                "timeout list".to_owned(),
+            ]));
+        }
+    }
+    v
+}
+
+/// Every case of the suite.
+fn suite() -> Vec<Case> {
+    let n31 = "a".repeat(31);
+    let n32 = "a".repeat(32);
+    let b32 = format!("{}Z", "b".repeat(31));
+    let b31 = "b".repeat(31);
+    let n64 = "c".repeat(64);
+    let mut v = vec![
+        // Message types.
+        Case::new("empty state: list, flush, get, delete").nfct(&[
+            "timeout list",
+            "timeout flush",
+            "timeout list",
+            "timeout get x",
+            "timeout delete x",
+        ]),
+        Case::new("add, get, list, delete").nfct(&[
+            "timeout add a inet tcp established 100",
+            "timeout get a",
+            "timeout list",
+            "timeout delete a",
+            "timeout list",
+            "timeout get a",
+        ]),
+        Case::new("list order after deletes and re-adds").nfct(&[
+            "timeout add a inet udp unreplied 1",
+            "timeout add b inet6 tcp close 2",
+            "timeout add c inet icmp timeout 3",
+            "timeout add d inet6 generic timeout 4",
+            "timeout delete b",
+            "timeout add b inet gre replied 5",
+            "timeout delete a",
+            "timeout add e inet sctp closed 6",
+            "timeout list",
+        ]),
+        Case::new("delete and re-add under another family and protocol").nfct(&[
+            "timeout add x inet udp unreplied 1",
+            "timeout delete x",
+            "timeout add x inet6 sctp established 2",
+            "timeout get x",
+            "timeout list",
+        ]),
+        Case::new("flush of unused policies").nfct(&[
+            "timeout add a inet udp unreplied 1",
+            "timeout add b inet6 tcp established 2",
+            "timeout add c inet icmp timeout 3",
+            "timeout flush",
+            "timeout list",
+            "timeout get a",
+            "timeout flush",
+            "timeout add a inet6 udp replied 4",
+            "timeout list",
+        ]),
+        Case::new("default-set and default-get; flush keeps defaults").nfct(&[
+            "timeout default-get inet udp",
+            "timeout default-set inet udp unreplied 10 replied 20",
+            "timeout default-get inet udp",
+            "timeout default-get inet6 udp",
+            "timeout default-get inet udplite",
+            "timeout add u inet udp unreplied 1",
+            "timeout get u",
+            "timeout flush",
+            "timeout default-get inet udp",
+        ]),
+        Case::new("default-set changes only later policies").nfct(&[
+            "timeout add before inet tcp established 1",
+            "timeout default-set inet tcp syn_sent 2 close 3",
+            "timeout get before",
+            "timeout add after inet tcp established 4",
+            "timeout get after",
+            "timeout default-get inet6 tcp",
+            "timeout list",
+        ]),
+        Case::new("defaults of several protocols, across families").nfct(&[
+            "timeout default-set inet icmp timeout 5",
+            "timeout default-set inet6 icmpv6 timeout 6",
+            "timeout default-set inet generic timeout 7",
+            "timeout default-get inet icmp",
+            "timeout default-get inet6 icmp",
+            "timeout default-get inet6 icmpv6",
+            "timeout default-get inet icmpv6",
+            "timeout default-get inet6 generic",
+            "timeout add i4 inet6 icmp timeout 8",
+            "timeout add i6 inet icmpv6 timeout 9",
+            "timeout list",
+        ]),
+        // Errors.
+        Case::new("re-add of an existing name: EBUSY").nfct(&[
+            "timeout add x inet udp unreplied 1",
+            "timeout add x inet udp unreplied 1",
+            "timeout add x inet udp unreplied 2",
+            "timeout add x inet6 tcp established 3",
+            "timeout get x",
+            "timeout list",
+        ]),
+        Case::new("get and delete of a missing name: ENOENT").nfct(&[
+            "timeout get nosuch",
+            "timeout delete nosuch",
+            "timeout add a inet udp unreplied 1",
+            "timeout get A",
+            "timeout delete A",
+            "timeout get a",
+            "timeout delete a",
+            "timeout delete a",
+            "timeout get a",
+        ]),
+        Case::new("unsupported protocols: nfct's parse error, the kernel's EOPNOTSUPP and EINVAL").nfct(&[
+            "timeout add x inet 33 timeout 1",
+            "timeout add x inet foo timeout 1",
+            "timeout add x inet dccp request 3",
+            "timeout add x inet igmp",
+            "timeout add x inet esp",
+            "timeout default-get inet dccp",
+            "timeout default-set inet dccp request 3",
+            "timeout default-get inet igmp",
+            "timeout default-get inet 17",
+            "timeout default-set inet foo timeout 1",
+            "timeout list",
+        ]),
+        Case::new("bad state names").nfct(&[
+            "timeout add x inet udp bogus 3",
+            "timeout add x inet udp established 3",
+            "timeout add x inet tcp unreplied 3",
+            "timeout add x inet icmp unreplied 1",
+            "timeout add x inet sctp heartbeat_sent 8",
+            "timeout add x inet generic timeout 1 bogus 2",
+            "timeout default-set inet udp bogus 1",
+            "timeout default-set inet tcp timeout 1",
+            "timeout list",
+        ]),
+        Case::new("missing and extra arguments").nfct(&[
+            "timeout add",
+            "timeout add x",
+            "timeout add x inet",
+            "timeout add x ipx udp",
+            "timeout add x inet udp",
+            "timeout add x inet udp unreplied",
+            "timeout get",
+            "timeout delete",
+            "timeout default-get",
+            "timeout default-get inet",
+            "timeout default-set inet udp",
+            "timeout list extra",
+            "timeout flush extra",
+            "timeout bogus",
+            "timeout",
+            "timeout list",
+        ]),
+        Case::new("odd values: not numbers, zero, negative, overflowing jiffies").nfct(&[
+            "timeout add z inet udp unreplied abc",
+            "timeout add zero inet udp unreplied 0 replied 0",
+            "timeout add neg inet udp unreplied -5",
+            "timeout add max inet udp unreplied 4294967295 replied 4294967",
+            "timeout add wrap inet udp unreplied 4294968 replied 2147483648",
+            "timeout add huge inet udp unreplied 99999999999",
+            "timeout list",
+            "timeout default-set inet udp unreplied 4294967295 replied 0",
+            "timeout default-get inet udp",
+        ]),
+        Case::new("state names in any case; a repeated state").nfct(&[
+            "timeout add u inet udp UNREPLIED 3 Replied 4",
+            "timeout add t inet tcp established 1 established 2",
+            "timeout get u",
+            "timeout get t",
+            "timeout default-set inet tcp ESTABLISHED 77",
+            "timeout default-get inet tcp",
+        ]),
+        // Names of 31 and 32 bytes (nfct cuts names to 31 bytes).
+        Case::new("names of 31 and 32 bytes").nfct(&[
+            format!("timeout add {n31} inet udp unreplied 1"),
+            format!("timeout add {n32} inet udp unreplied 2"),
+            format!("timeout get {n31}"),
+            format!("timeout get {n32}"),
+            "timeout list".to_owned(),
+            format!("timeout delete {n32}"),
+            "timeout list".to_owned(),
+            format!("timeout add {n32} inet6 tcp close 3"),
+            format!("timeout get {n31}"),
+            format!("timeout delete {n31}"),
+            format!("timeout delete {n31}"),
+        ]),
+        Case::new("a 32-byte name first, then its 31-byte prefix").nfct(&[
+            format!("timeout add {b32} inet udp unreplied 1"),
+            "timeout list".to_owned(),
+            format!("timeout get {b32}"),
+            format!("timeout get {b31}"),
+            format!("timeout add {b31} inet udp unreplied 2"),
+            format!("timeout delete {b31}"),
+            "timeout list".to_owned(),
+        ]),
+        Case::new("a 64-byte name").nfct(&[
+            format!("timeout add {n64} inet gre unreplied 1"),
+            format!("timeout get {n64}"),
+            "timeout list".to_owned(),
+            format!("timeout delete {n64}"),
+            "timeout list".to_owned(),
+        ]),
+        // Not root: EPERM.
+        Case::new("non-root: EPERM for every message type")
+            .declare("kept inet tcp established 100")
+            .then(Step::Outsider("timeout add evil inet tcp established 1".into()))
+            .then(Step::Outsider("timeout list".into()))
+            .then(Step::Outsider("timeout get kept".into()))
+            .then(Step::Outsider("timeout delete kept".into()))
+            .then(Step::Outsider("timeout flush".into()))
+            .then(Step::Outsider("timeout default-set inet tcp established 1".into()))
+            .then(Step::Outsider("timeout default-get inet tcp".into()))
+            .nfct(&["timeout list", "timeout default-get inet tcp"]),
+        Case::new("non-root: EPERM before ENOENT, EBUSY and EOPNOTSUPP; parse errors first")
+            .declare("kept inet udp unreplied 2")
+            .used("kept", false, "udp", 1)
+            .then(Step::Outsider("timeout get nosuch".into()))
+            .then(Step::Outsider("timeout delete nosuch".into()))
+            .then(Step::Outsider("timeout delete kept".into()))
+            .then(Step::Outsider("timeout add kept inet udp unreplied 2".into()))
+            .then(Step::Outsider("timeout add x inet dccp request 3".into()))
+            .then(Step::Outsider("timeout add x inet foo timeout 1".into()))
+            .then(Step::Outsider("timeout add x inet udp bogus 1".into()))
+            .nfct(&["timeout list"])
+            .uses(),
+        // Policies in use.
+        Case::new("delete of a policy in use: EBUSY until its rule goes")
+            .declare("p inet udp unreplied 2")
+            .used("p", false, "udp", 1)
+            .uses()
+            .nfct(&["timeout delete p", "timeout get p", "timeout list"])
+            .then(Step::Unuse)
+            .uses()
+            .nfct(&["timeout delete p", "timeout list"]),
+        Case::new("use counts: 1 + rules naming the policy")
+            .declare("a inet udp unreplied 2")
+            .declare("b inet6 udp replied 3")
+            .declare("c inet tcp established 4")
+            .declare("d inet6 tcp close 5")
+            .used("a", false, "udp", 1)
+            .used("b", true, "udp", 2)
+            .used("c", false, "tcp", 3)
+            .uses_are("a 2 17 2\nb 10 17 3\nc 2 6 4\nd 10 6 1\n")
+            .nfct(&["timeout list", "timeout delete a", "timeout delete b", "timeout delete c", "timeout delete d"])
+            .uses_are("a 2 17 2\nb 10 17 3\nc 2 6 4\n"),
+        Case::new("flush with some policies in use")
+            .declare("a inet udp unreplied 1")
+            .declare("b inet udp unreplied 2")
+            .declare("c inet6 tcp established 3")
+            .declare("d inet6 tcp established 4")
+            .declare("e inet icmp timeout 5")
+            .declare("f inet6 udp replied 6")
+            .used("b", false, "udp", 1)
+            .used("d", true, "tcp", 2)
+            .uses()
+            .nfct(&["timeout flush", "timeout list", "timeout get a", "timeout get b"])
+            .uses_are("b 2 17 2\nd 10 6 3\n")
+            .nfct(&["timeout add a inet udp unreplied 7", "timeout delete b", "timeout list"])
+            .then(Step::Unuse)
+            .nfct(&["timeout flush", "timeout list"])
+            .uses(),
+        Case::new("rules added after nfct add, by reload")
+            .nfct(&["timeout add p inet udp unreplied 2", "timeout add q inet6 tcp established 9"])
+            .use_("p", false, "udp", 2)
+            .use_("q", true, "tcp", 1)
+            .uses_are("p 2 17 3\nq 10 6 2\n")
+            .nfct(&["timeout delete p", "timeout delete q", "timeout flush", "timeout list"])
+            .use_("p", false, "udp", 1)
+            .uses()
+            .then(Step::Unuse)
+            .uses()
+            .nfct(&["timeout flush", "timeout list"]),
+        Case::new("policies of every protocol in use, then flush")
+            .declare("ptcp inet tcp close 1")
+            .declare("pudp inet udp unreplied 1")
+            .declare("pudplite inet udplite unreplied 1")
+            .declare("picmp inet icmp timeout 1")
+            .declare("picmpv6 inet6 icmpv6 timeout 1")
+            .declare("psctp inet sctp closed 1")
+            .declare("pgre inet gre unreplied 1")
+            .declare("pgeneric inet generic timeout 1")
+            .declare("unused inet udp unreplied 1")
+            .used("ptcp", false, "tcp", 1)
+            .used("pudp", false, "udp", 1)
+            .used("pudplite", false, "udplite", 1)
+            .used("picmp", false, "icmp", 1)
+            .used("picmpv6", true, "icmpv6", 1)
+            .used("psctp", false, "sctp", 1)
+            .used("pgre", false, "gre", 1)
+            .used("pgeneric", false, "99", 1)
+            .uses()
+            .nfct(&["timeout flush", "timeout list"])
+            .uses_are(
+                "ptcp 2 6 2\npudp 2 17 2\npudplite 2 136 2\npicmp 2 1 2\npicmpv6 10 58 2\npsctp 2 132 2\n\
+                 pgre 2 47 2\npgeneric 2 255 2\n",
+            ),
+        Case::new("a 31-byte name in use")
+            .declare(&format!("{n31} inet tcp established 3"))
+            .used(&n31, false, "tcp", 2)
+            .uses()
+            .nfct(&[format!("timeout delete {n31}"), "timeout flush".to_owned(), format!("timeout get {n31}")]),
+        Case::new("default-set leaves policies in use alone")
+            .declare("p inet udp unreplied 2")
+            .used("p", false, "udp", 1)
+            .nfct(&[
+                "timeout default-set inet udp unreplied 1 replied 1",
+                "timeout get p",
+                "timeout add q inet udp replied 5",
+                "timeout get q",
+                "timeout default-get inet udp",
+            ])
+            .uses(),
+    ];
+    v.extend(protocol_cases());
+    // A list of 300 policies (every protocol, both families), spanning many dump datagrams.
+    let adds: Vec<String> = (0..300)
+        .map(|i| {
+            let (p, states) = PROTOCOLS[i % PROTOCOLS.len()];
+            let fam = if i % 2 == 0 { "inet" } else { "inet6" };
+            format!("timeout add policy-number-{i:03} {fam} {p} {} {}", states[i % states.len()], i + 1)
+        })
+        .collect();
+    v.push(
+        Case::new("a list of 300 policies")
+            .nfct(&adds)
+            .nfct(&["timeout list", "timeout get policy-number-299"])
+            .uses()
+            .nfct(&["timeout flush", "timeout list"]),
+    );
+    v
+}
+
+#[test]
+fn nfct_differential_suite_matches_the_kernel() {
+    let cases = suite();
+    assert!(cases.len() >= 40, "the suite has {} cases", cases.len());
+    let mut failed = Vec::new();
+    let mut commands = 0;
+    for case in &cases {
+        let start = clock::now();
+        let diffs = run_case(case);
+        commands += case.nfct_commands();
+        let verdict = if diffs.is_empty() { "identical" } else { "DIFFERENT" };
+        println!(
+            "nfct-diff: {verdict}: {} ({} nfct commands, {} ms)",
+            case.name,
+            case.nfct_commands(),
+            start.elapsed().as_millis()
+        );
+        if !diffs.is_empty() {
+            failed.push(format!("case `{}`:\n{}", case.name, diffs.join("\n")));
+        }
+    }
+    let summary = format!(
+        "nfct-diff: {} cases, {} identical ({commands} nfct commands on each side)",
+        cases.len(),
+        cases.len() - failed.len()
+    );
+    println!("{summary}");
+    assert!(failed.is_empty(), "{summary}\n\n{}", failed.join("\n\n"));
 }
