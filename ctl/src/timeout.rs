@@ -126,40 +126,18 @@ fn policy_name(arg: &[u8]) -> Vec<u8> {
     arg[..arg.len().min(cttimeout::NAME_MAX - 1)].to_vec()
 }
 
-/// nfct's state names per protocol (libnetfilter_cttimeout's tables, `nfct_timeout_attr_max`).
+/// nfct's state names per protocol (libnetfilter_cttimeout's tables, `nfct_timeout_attr_max`): the
+/// wire's names ([`cttimeout::names`]) where the library knows every slot, fewer for SCTP, and DCCP,
+/// which this kernel's cttimeout does not support.
 fn nfct_states(l4: u8) -> &'static [&'static str] {
-    const TCP: &[&str] = &[
-        "SYN_SENT",
-        "SYN_RECV",
-        "ESTABLISHED",
-        "FIN_WAIT",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "TIME_WAIT",
-        "CLOSE",
-        "SYN_SENT2",
-        "RETRANS",
-        "UNACKNOWLEDGED",
-    ];
-    const UDP: &[&str] = &["UNREPLIED", "REPLIED"];
-    const ONE: &[&str] = &["TIMEOUT"];
-    const SCTP: &[&str] = &[
-        "CLOSED",
-        "COOKIE_WAIT",
-        "COOKIE_ECHOED",
-        "ESTABLISHED",
-        "SHUTDOWN_SENT",
-        "SHUTDOWN_RECD",
-        "SHUTDOWN_ACK_SENT",
-    ];
+    /// The library stops at SHUTDOWN_ACK_SENT: it knows neither HEARTBEAT slot the wire carries.
+    const SCTP: &[&str] = cttimeout::names::SCTP.split_at(7).0;
+    /// The library's own: cttimeout here has no DCCP tracker (`EOPNOTSUPP`), so no wire names.
     const DCCP: &[&str] = &["REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT"];
     match l4 {
-        6 => TCP,
-        17 | 136 | 47 => UDP,
-        1 | 58 | 255 => ONE,
         132 => SCTP,
         33 => DCCP,
-        _ => &[],
+        _ => cttimeout::state_names(l4).unwrap_or(&[]),
     }
 }
 

@@ -227,13 +227,14 @@ pub fn defaults_message(l3proto: u16, l4proto: u8, values: &[u32], seq: u32, por
     b.finish()
 }
 
-/// The names of a protocol's timeout slots in attribute order (slot `i` is attribute `i + 1`), one
-/// per slot its replies carry ([`DataLayout::emitted`]), for L4 protocol `l4num` as cttimeout numbers
-/// them; `None` where [`data_layout`] is `None`. Spelled as nfct (libnetfilter_cttimeout) spells
+/// The per-protocol names of the timeout slots, in attribute order (slot `i` is data attribute
+/// `i + 1`), one per slot the protocol's replies carry ([`DataLayout::emitted`]): the one table the
+/// engine's trackers and ferroctl take them from. Spelled as nfct (libnetfilter_cttimeout) spells
 /// them where it knows the slot (TCP's `UNACK` is its `UNACKNOWLEDGED`), else as the kernel's
 /// `CTA_TIMEOUT_<PROTO>_<STATE>` suffix (SCTP's `HEARTBEAT_SENT` and `HEARTBEAT_ACKED`).
-pub fn state_names(l4num: u8) -> Option<&'static [&'static str]> {
-    const TCP: &[&str] = &[
+pub mod names {
+    /// TCP: the nine states from SYN_SENT on (state number = attribute id), then RETRANS and UNACK.
+    pub const TCP: &[&str] = &[
         "SYN_SENT",
         "SYN_RECV",
         "ESTABLISHED",
@@ -246,9 +247,13 @@ pub fn state_names(l4num: u8) -> Option<&'static [&'static str]> {
         "RETRANS",
         "UNACKNOWLEDGED",
     ];
-    const UDP: &[&str] = &["UNREPLIED", "REPLIED"];
-    const ONE: &[&str] = &["TIMEOUT"];
-    const SCTP: &[&str] = &[
+    /// UDP, and UDP-Lite and GRE, which have the same two slots.
+    pub const UDP: &[&str] = &["UNREPLIED", "REPLIED"];
+    /// ICMP, and ICMPv6 and generic, which have the same single slot.
+    pub const ICMP: &[&str] = &["TIMEOUT"];
+    /// SCTP: CLOSED..HEARTBEAT_SENT, then HEARTBEAT_ACKED, which the kernel still parses, stores and
+    /// reports but no longer uses.
+    pub const SCTP: &[&str] = &[
         "CLOSED",
         "COOKIE_WAIT",
         "COOKIE_ECHOED",
@@ -259,11 +264,16 @@ pub fn state_names(l4num: u8) -> Option<&'static [&'static str]> {
         "HEARTBEAT_SENT",
         "HEARTBEAT_ACKED",
     ];
+}
+
+/// The [`names`] of L4 protocol `l4num`'s timeout slots, as cttimeout numbers protocols (generic
+/// is 255); `None` where [`data_layout`] is `None`.
+pub fn state_names(l4num: u8) -> Option<&'static [&'static str]> {
     Some(match l4num {
-        6 => TCP,
-        17 | 136 | 47 => UDP,
-        1 | 58 | 255 => ONE,
-        132 => SCTP,
+        6 => names::TCP,
+        17 | 136 | 47 => names::UDP,
+        1 | 58 | 255 => names::ICMP,
+        132 => names::SCTP,
         _ => return None,
     })
 }

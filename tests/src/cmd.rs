@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::clock;
@@ -35,19 +35,32 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs `program args…` with `stdin` (if any) and waits at most `limit`; a non-zero exit, a
-/// failure to start or an overrun is an error naming the command.
-pub fn run_with(program: &str, args: &[&str], stdin: Option<&str>, limit: Duration) -> Result<Output> {
-    let shown = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
+/// A child that ran to its end: its exit status and what it printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts `cmd` with `stdin` (if any, else nothing) as its input and its stdout and stderr
+/// captured, and waits at most `limit` for it, looking every `poll`: `None` if it overran, in which
+/// case it is killed by its own PID and reaped. Errors name the command as `shown`.
+pub fn spawn_wait(
+    cmd: &mut Command,
+    shown: &str,
+    stdin: Option<&str>,
+    limit: Duration,
+    poll: Duration,
+) -> Result<Option<Finished>> {
+    let mut child = cmd
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error(format!("`{shown}`: cannot start: {e}")))?;
+        .map_err(|e| Error(format!("{shown}: cannot start: {e}")))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).map_err(|e| Error(format!("`{shown}`: writing stdin: {e}")))?;
+        pipe.write_all(input.as_bytes()).map_err(|e| Error(format!("{shown}: writing stdin: {e}")))?;
     }
     let mut out_pipe = child.stdout.take().expect("stdout is piped");
     let mut err_pipe = child.stderr.take().expect("stderr is piped");
@@ -63,23 +76,31 @@ pub fn run_with(program: &str, args: &[&str], stdin: Option<&str>, limit: Durati
     });
     let start = clock::now();
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| Error(format!("`{shown}`: wait: {e}")))? {
-            break Some(st);
+        if let Some(st) = child.try_wait().map_err(|e| Error(format!("{shown}: wait: {e}")))? {
+            break st;
         }
         if start.elapsed() > limit {
             // Our own child, killed by its PID (Child::kill), then reaped.
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return Ok(None);
         }
-        clock::sleep(Duration::from_micros(500));
+        clock::sleep(poll);
     };
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    match status {
-        None => Err(Error(format!("`{shown}`: killed after {limit:?}"))),
-        Some(st) if !st.success() => Err(Error(format!("`{shown}`: {st}: {}", stderr.trim()))),
-        Some(_) => Ok(Output { stdout, stderr }),
+    Ok(Some(Finished { status, stdout, stderr }))
+}
+
+/// Runs `program args…` with `stdin` (if any) and waits at most `limit`; a non-zero exit, a
+/// failure to start or an overrun is an error naming the command.
+pub fn run_with(program: &str, args: &[&str], stdin: Option<&str>, limit: Duration) -> Result<Output> {
+    let shown = format!("`{program} {}`", args.join(" "));
+    let poll = Duration::from_micros(500);
+    match spawn_wait(Command::new(program).args(args), &shown, stdin, limit, poll)? {
+        None => Err(Error(format!("{shown}: killed after {limit:?}"))),
+        Some(f) if !f.status.success() => Err(Error(format!("{shown}: {}: {}", f.status, f.stderr.trim()))),
+        Some(f) => Ok(Output { stdout: f.stdout, stderr: f.stderr }),
     }
 }
 

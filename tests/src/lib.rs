@@ -5,11 +5,13 @@
 //! in [`netns`]) and through `ferrowall replay` on a pcap of the same frames ([`engine`]), then
 //! compares per-packet ct states and the final `conntrack -L` tables ([`compare`]).
 //! [`scenario`] ties them together; [`cmd`] runs the command-line tools and [`clock`] holds the
-//! harness's wall-clock reads.
+//! harness's wall-clock reads. [`daemon`] runs the real `ferrowall run` daemon and its clients
+//! (`ferroctl`, nfct through the shim) for the end-to-end tests.
 
 pub mod clock;
 pub mod cmd;
 pub mod compare;
+pub mod daemon;
 pub mod engine;
 pub mod netns;
 pub mod scenario;

@@ -7,208 +7,25 @@
 //! Every daemon runs in a directory of its own under the temp dir and is stopped (by its PID) and
 //! the directory removed when the test ends, also on failure.
 
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::process::Command;
 
-use ferrowall_tests::clock;
+use ferrowall_tests::daemon::{bins, run, run_input, Daemon, LIMIT};
 
-/// The binaries under test.
-struct Bins {
-    ferrowall: PathBuf,
-    ferroctl: PathBuf,
-}
-
-/// Builds `ferrowall`, `ferroctl` and the shim into this test's `target/<profile>` (once).
-fn bins() -> &'static Bins {
-    static BINS: OnceLock<Bins> = OnceLock::new();
-    BINS.get_or_init(|| {
-        let exe = std::env::current_exe().expect("locating the test executable");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-        let target_dir = profile_dir.parent().expect("target/");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-            None => panic!("unexpected test executable path {}", exe.display()),
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut c = Command::new(cargo);
-        c.arg("build").arg("--quiet").arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(target_dir);
-        c.args(["--profile", &profile, "-p", "ferrowall-engine", "-p", "ferrowall-ctl", "-p", "ferrowall-shim"]);
-        let out = run(&mut c, Duration::from_secs(900));
-        assert_eq!(out.code, Some(0), "building the binaries: {}", out.stderr);
-        let b = Bins { ferrowall: profile_dir.join("ferrowall"), ferroctl: profile_dir.join("ferroctl") };
-        for p in [&b.ferrowall, &b.ferroctl, &profile_dir.join("libferrowall_shim.so")] {
-            assert!(p.is_file(), "{} does not exist after building it", p.display());
-        }
-        b
-    })
-}
-
-/// What a finished command printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    stdout: String,
-    stderr: String,
-    /// The exit code (`None`: killed by a signal).
-    code: Option<i32>,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// Runs `cmd` with a time limit and `stdin` (if any); an overrun kills the child (by its PID) and
-/// fails the test.
-fn run_input(cmd: &mut Command, stdin: Option<&str>, limit: Duration) -> Out {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{shown}: cannot start: {e}"));
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("{shown}: writing stdin: {e}"));
-    }
-    let mut o = child.stdout.take().expect("piped");
-    let mut e = child.stderr.take().expect("piped");
-    let ro = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = o.read_to_string(&mut s);
-        s
-    });
-    let re = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = e.read_to_string(&mut s);
-        s
-    });
-    let start = clock::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown}: killed after {limit:?}");
-        }
-        clock::sleep(Duration::from_millis(1));
-    };
-    Out { stdout: ro.join().unwrap_or_default(), stderr: re.join().unwrap_or_default(), code: status.code() }
-}
-
-fn run(cmd: &mut Command, limit: Duration) -> Out {
-    run_input(cmd, None, limit)
-}
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A running `ferrowall run` in a directory of its own; stopped and cleaned up on drop.
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let b = bins();
-        let dir = std::env::temp_dir().join(unique("ferroctl-timeout-"));
-        fs::create_dir_all(&dir).expect("creating the daemon's directory");
-        let socket = dir.join("run").join("ctl.sock");
-        let log = dir.join("daemon.log");
-        let logf = fs::File::create(&log).expect("creating the log");
-        let child = Command::new(&b.ferrowall)
-            .arg("run")
-            .arg("--ctl-socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("starting ferrowall");
-        let mut d = Daemon { child: Some(child), dir, socket, log };
-        let start = clock::now();
-        while !d.socket.exists() {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ferrowall exited at start-up ({st}): {}", d.log());
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no control socket after 20 s: {}", d.log());
-            clock::sleep(Duration::from_millis(5));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `ferroctl exec --socket S -- nfct timeout ARGS...`.
-    fn nfct(&self, args: &[&str]) -> Out {
-        let mut c = Command::new(&bins().ferroctl);
-        c.arg("exec").arg("--socket").arg(&self.socket).args(["--", "nfct", "timeout"]).args(args);
-        run(&mut c, LIMIT)
-    }
-
-    /// `ferroctl timeout --socket S [OPTIONS] ARGS...`.
-    fn ferroctl(&self, options: &[&str], args: &[&str]) -> Out {
-        let mut c = Command::new(&bins().ferroctl);
-        c.arg("timeout").arg("--socket").arg(&self.socket).args(options).args(args);
-        run(&mut c, LIMIT)
-    }
-
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        if child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        }
-        let start = clock::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            clock::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+/// A fresh daemon without a configuration.
+fn daemon() -> Daemon {
+    Daemon::start("ferroctl-timeout-", None, &[])
 }
 
 /// Runs `commands` (whitespace-separated arguments after `timeout`) through `ferroctl timeout` on
 /// one fresh daemon and through nfct on another; every difference, described.
 fn differences(commands: &[String]) -> Vec<String> {
-    let ours = Daemon::start();
-    let theirs = Daemon::start();
+    let ours = daemon();
+    let theirs = daemon();
     let mut diffs = Vec::new();
     for c in commands {
         let args: Vec<&str> = c.split_whitespace().collect();
         let a = ours.ferroctl(&[], &args);
-        let b = theirs.nfct(&args);
+        let b = theirs.nfct(&[&["timeout"][..], &args].concat());
         if a != b {
             diffs.push(format!("`timeout {c}` differs\n== ferroctl: {a}== nfct: {b}"));
         }
@@ -424,7 +241,7 @@ fn a_list_of_300_policies() {
     cmds.push("list".to_owned());
     let diffs = differences(&cmds);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
-    let d = Daemon::start();
+    let d = daemon();
     for c in &cmds[..300] {
         let args: Vec<&str> = c.split_whitespace().collect();
         assert_eq!(d.ferroctl(&[], &args).code, Some(0));
@@ -445,7 +262,7 @@ fn python_ok(input: &str, script: &str) {
 
 #[test]
 fn json_documents() {
-    let d = Daemon::start();
+    let d = daemon();
     let empty = d.ferroctl(&["--json"], &["list"]);
     assert_eq!((empty.code, empty.stdout.as_str(), empty.stderr.as_str()), (Some(0), "[]\n", ""), "{empty}");
     for args in [
@@ -510,7 +327,7 @@ print('ok')
 
 #[test]
 fn the_socket_comes_from_the_option_or_the_environment() {
-    let d = Daemon::start();
+    let d = daemon();
     let mut c = Command::new(&bins().ferroctl);
     c.env("FERROWALL_SOCKET", &d.socket).args(["timeout", "add", "env", "inet", "udp", "replied", "1"]);
     let out = run(&mut c, LIMIT);

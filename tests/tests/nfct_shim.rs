@@ -22,242 +22,27 @@
 //! the directory removed when the test ends, also on failure; namespaces are deleted likewise.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
+use std::sync::Once;
 use std::time::Duration;
 
 use ferrowall_tests::clock;
+use ferrowall_tests::daemon::{bins, run, unique, Daemon, Out, LIMIT};
 
-/// The binaries under test.
-struct Bins {
-    ferrowall: PathBuf,
-    ferroctl: PathBuf,
-}
-
-/// Builds `ferrowall`, `ferroctl` and the shim into this test's `target/<profile>` (once).
-fn bins() -> &'static Bins {
-    static BINS: OnceLock<Bins> = OnceLock::new();
-    BINS.get_or_init(|| {
-        let exe = std::env::current_exe().expect("locating the test executable");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-        let target_dir = profile_dir.parent().expect("target/");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-            None => panic!("unexpected test executable path {}", exe.display()),
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut c = Command::new(cargo);
-        c.arg("build").arg("--quiet").arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(target_dir);
-        c.args(["--profile", &profile, "-p", "ferrowall-engine", "-p", "ferrowall-ctl", "-p", "ferrowall-shim"]);
-        let out = run(&mut c, Duration::from_secs(900));
-        assert_eq!(out.code, Some(0), "building the binaries: {}", out.stderr);
-        let b = Bins { ferrowall: profile_dir.join("ferrowall"), ferroctl: profile_dir.join("ferroctl") };
-        for p in [&b.ferrowall, &b.ferroctl, &profile_dir.join("libferrowall_shim.so")] {
-            assert!(p.is_file(), "{} does not exist after building it", p.display());
-        }
-        // The module is loaded on first use in a namespace, but be explicit (best effort).
-        let _ = Command::new("modprobe").arg("nfnetlink_cttimeout").stderr(Stdio::null()).status();
-        b
-    })
-}
-
-/// What a finished command printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    stdout: String,
-    stderr: String,
-    /// The exit code (`None`: killed by a signal).
-    code: Option<i32>,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// Runs `cmd` with a time limit; an overrun kills the child (by its PID) and fails the test.
-fn run(cmd: &mut Command, limit: Duration) -> Out {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{shown}: cannot start: {e}"));
-    let mut o = child.stdout.take().expect("piped");
-    let mut e = child.stderr.take().expect("piped");
-    let ro = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = o.read_to_string(&mut s);
-        s
-    });
-    let re = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = e.read_to_string(&mut s);
-        s
-    });
-    let start = clock::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown}: killed after {limit:?}");
-        }
-        clock::sleep(Duration::from_millis(1));
-    };
-    Out { stdout: ro.join().unwrap_or_default(), stderr: re.join().unwrap_or_default(), code: status.code() }
-}
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A running `ferrowall run` in a directory of its own; stopped and cleaned up on drop.
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon; `config` (if any) is written to `<dir>/ferrowall.conf`, where `{dir}` in
-    /// it stands for the daemon's directory.
-    fn start(config: Option<&str>) -> Daemon {
-        Daemon::start_with(config, &[])
-    }
-
-    /// `start`, after writing `files` (name, text) into the daemon's directory (e.g. a rule file
-    /// the configuration names as `rules = rules.conf`).
-    fn start_with(config: Option<&str>, files: &[(&str, &str)]) -> Daemon {
-        let b = bins();
-        let dir = std::env::temp_dir().join(unique("ferrowall-nfct-"));
-        fs::create_dir_all(&dir).expect("creating the daemon's directory");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        for (name, text) in files {
-            if let Err(e) = fs::write(dir.join(name), text) {
-                let _ = fs::remove_dir_all(&dir);
-                panic!("writing {name} into the daemon's directory: {e}");
-            }
-        }
-        let socket = dir.join("run").join("ctl.sock");
-        let log = dir.join("daemon.log");
-        let mut cmd = Command::new(&b.ferrowall);
-        cmd.arg("run").arg("--ctl-socket").arg(&socket);
-        if let Some(text) = config {
-            let path = dir.join("ferrowall.conf");
-            fs::write(&path, text.replace("{dir}", &dir.to_string_lossy())).expect("writing the config");
-            cmd.arg("--config").arg(&path);
-        }
-        let logf = fs::File::create(&log).expect("creating the log");
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf).spawn().expect("starting ferrowall");
-        let mut d = Daemon { child: Some(child), dir, socket, log };
-        let start = clock::now();
-        while !d.socket.exists() {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ferrowall exited at start-up ({st}): {}", d.log());
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no control socket after 20 s: {}", d.log());
-            clock::sleep(Duration::from_millis(5));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-
-    /// `ferroctl exec --socket S -- PROGRAM ARGS...`.
-    fn exec(&self, program: &str, args: &[&str]) -> Out {
-        let mut c = Command::new(&bins().ferroctl);
-        c.arg("exec").arg("--socket").arg(&self.socket).arg("--").arg(program).args(args);
-        run(&mut c, LIMIT)
-    }
-
-    /// `exec` for commands that switch to another user: the shim is preloaded from a copy in the
-    /// daemon's (world-readable) directory, since the build tree may not be readable by that user.
-    fn exec_public(&self, program: &str, args: &[&str]) -> Out {
-        let shim = self.public_copy(&bins().ferroctl.with_file_name("libferrowall_shim.so"));
-        let mut c = Command::new(&bins().ferroctl);
-        c.env("FERROWALL_SHIM", shim);
-        c.arg("exec").arg("--socket").arg(&self.socket).arg("--").arg(program).args(args);
-        run(&mut c, LIMIT)
-    }
-
-    /// A copy of `file` in the daemon's directory, readable and executable by everyone.
-    fn public_copy(&self, file: &Path) -> PathBuf {
-        let to = self.dir.join(file.file_name().expect("a file name"));
-        if !to.exists() {
-            fs::copy(file, &to).expect("copying into the daemon's directory");
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        to
-    }
-
-    fn nfct(&self, args: &[&str]) -> Out {
-        self.exec("nfct", args)
-    }
-
-    /// Sends `sig` (a `kill` signal name) to the daemon, by its PID.
-    fn signal(&self, sig: &str) {
-        let out = run(Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()), LIMIT);
-        assert_eq!(out.code, Some(0), "kill -{sig}: {out}");
-    }
-
-    /// Stops the daemon with SIGTERM (SIGKILL after 10 s); its exit code.
-    fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        if child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        }
-        let start = clock::now();
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            clock::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
+/// Where the daemons' directories are named from (`<temp dir>/ferrowall-nfct-<pid>-<n>`).
+const DIR: &str = "ferrowall-nfct-";
 
 /// A fresh network namespace (its own cttimeout state); deleted on drop.
 struct Netns(String);
 
 impl Netns {
     fn new() -> Netns {
+        // The module is loaded on first use in a namespace, but be explicit (best effort, once).
+        static MODPROBE: Once = Once::new();
+        MODPROBE.call_once(|| {
+            let _ = Command::new("modprobe").arg("nfnetlink_cttimeout").stderr(Stdio::null()).status();
+        });
         let name = unique("fwnfct-");
         let out = run(Command::new("ip").args(["netns", "add", &name]), LIMIT);
         assert_eq!(out.code, Some(0), "ip netns add {name}: {out}");
@@ -301,7 +86,7 @@ fn assert_same(d: &Daemon, ns: &Netns, commands: &[&str]) {
 
 #[test]
 fn nfct_timeout_commands_match_the_kernel() {
-    let d = Daemon::start(None);
+    let d = Daemon::start(DIR, None, &[]);
     let ns = Netns::new();
     assert_same(
         &d,
@@ -345,7 +130,7 @@ fn nfct_timeout_commands_match_the_kernel() {
 
 #[test]
 fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
-    let mut d = Daemon::start(None);
+    let mut d = Daemon::start(DIR, None, &[]);
     let second = run(Command::new(&bins().ferrowall).arg("run").arg("--ctl-socket").arg(&d.socket), LIMIT);
     assert_eq!(second.code, Some(1), "{second}");
     assert!(second.stderr.contains("another daemon is listening there"), "{second}");
@@ -372,7 +157,7 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
 
 #[test]
 fn a_list_of_300_policies_matches_the_kernel_and_is_cut_into_4096_byte_datagrams() {
-    let d = Daemon::start(None);
+    let d = Daemon::start(DIR, None, &[]);
     let ns = Netns::new();
     let protos =
         ["tcp established 100", "udp unreplied 5", "icmp timeout 7", "sctp established 9", "generic timeout 3"];
@@ -429,7 +214,7 @@ print(policies, max(sizes), len(sizes))
 #[test]
 fn clients_outside_the_control_group_get_eperm_and_change_nothing() {
     // gid 65534 (nogroup) is the control group; uid 65534 with gid 65533 is outside it.
-    let d = Daemon::start(Some("ctl_group = 65534\nmax_connections = 1000\n"));
+    let d = Daemon::start(DIR, Some("ctl_group = 65534\nmax_connections = 1000\n"), &[]);
     let meta = fs::metadata(&d.socket).expect("socket metadata");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660, "the socket is created 0660");
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534, "and given to ctl_group");
@@ -498,7 +283,7 @@ fn clients_outside_the_control_group_get_eperm_and_change_nothing() {
 
 #[test]
 fn python_socket_module_through_the_shim() {
-    let d = Daemon::start(None);
+    let d = Daemon::start(DIR, None, &[]);
     let script = r#"
 import errno, socket, struct
 AF_NETLINK, SOL_NETLINK, NETLINK_EXT_ACK = socket.AF_NETLINK, 270, 11
@@ -554,7 +339,7 @@ print("ok")
 
 #[test]
 fn many_concurrent_clients() {
-    let mut d = Daemon::start(None);
+    let mut d = Daemon::start(DIR, None, &[]);
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
             .map(|i| {
@@ -588,7 +373,7 @@ fn many_concurrent_clients() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_without_blocking_the_others() {
-    let mut d = Daemon::start(None);
+    let mut d = Daemon::start(DIR, None, &[]);
     for i in 0..300 {
         let out = d.nfct(&["timeout", "add", &format!("p{i}"), "inet", "tcp", "established", "100"]);
         assert_eq!(out.code, Some(0), "{out}");
@@ -622,7 +407,7 @@ fn reload_replaces_the_rule_set_atomically() {
     let rules = dir.join("rules.conf");
     fs::write(&rules, good).expect("writing rules");
     let config = format!("# rules by absolute path\nrules = {}\n", rules.display());
-    let mut d = Daemon::start(Some(&config));
+    let mut d = Daemon::start(DIR, Some(&config), &[]);
     let ferroctl_reload = |d: &Daemon| {
         let mut c = Command::new(&bins().ferroctl);
         c.arg("reload").arg("--socket").arg(&d.socket);
@@ -876,7 +661,7 @@ fn run_case(case: &Case) -> Vec<String> {
     for p in &case.declared {
         config.push_str(&format!("timeout = {p}\n"));
     }
-    let d = Daemon::start_with(Some(&config), &[("rules.conf", &rule_file(&case.used))]);
+    let d = Daemon::start(DIR, Some(&config), &[("rules.conf", &rule_file(&case.used))]);
     let ns = Netns::new();
     let mut diffs = Vec::new();
     for p in &case.declared {

@@ -10,7 +10,7 @@ pub struct Generic;
 
 impl Tracker for Generic {
     type State = ();
-    const TIMEOUT_NAMES: &'static [&'static str] = &["TIMEOUT"];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::ICMP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[600];
 
     fn error(_: &Packet, _: &[u8], _: &Config) -> Result<(), Invalid> {

@@ -22,7 +22,7 @@ pub struct Gre;
 
 impl Tracker for Gre {
     type State = ();
-    const TIMEOUT_NAMES: &'static [&'static str] = &["UNREPLIED", "REPLIED"];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::UDP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[30, 180];
 
     fn error(pkt: &Packet, _: &[u8], _: &Config) -> Result<(), Invalid> {

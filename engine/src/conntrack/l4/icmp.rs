@@ -49,7 +49,7 @@ fn valid_new(v6: bool, ty: u8) -> bool {
 
 impl Tracker for Icmp {
     type State = ();
-    const TIMEOUT_NAMES: &'static [&'static str] = &["TIMEOUT"];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::ICMP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[30];
 
     fn error(pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {

@@ -288,16 +288,9 @@ pub struct Sctp;
 
 impl Tracker for Sctp {
     type State = State;
-    const TIMEOUT_NAMES: &'static [&'static str] = &[
-        "CLOSED",
-        "COOKIE_WAIT",
-        "COOKIE_ECHOED",
-        "ESTABLISHED",
-        "SHUTDOWN_SENT",
-        "SHUTDOWN_RECD",
-        "SHUTDOWN_ACK_SENT",
-        "HEARTBEAT_SENT",
-    ];
+    /// The wire's first 8 slots: the tracker has no use for the ninth, HEARTBEAT_ACKED, which
+    /// cttimeout still carries (see [`crate::timeouts::cttimeout_slots`]).
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::SCTP.split_at(8).0;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[10, 3, 3, 210, 3, 3, 3, 30];
 
     /// `sctp_error` (short packet, CRC32c) and `do_basic_checks`.

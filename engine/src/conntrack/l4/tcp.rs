@@ -772,19 +772,7 @@ fn handle_invalid(s: &mut State, ctx: &mut Ctx<'_>, d: Dir, index: Index) {
 
 impl Tracker for Tcp {
     type State = State;
-    const TIMEOUT_NAMES: &'static [&'static str] = &[
-        "SYN_SENT",
-        "SYN_RECV",
-        "ESTABLISHED",
-        "FIN_WAIT",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "TIME_WAIT",
-        "CLOSE",
-        "SYN_SENT2",
-        "RETRANS",
-        "UNACKNOWLEDGED",
-    ];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::TCP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[120, 60, 432000, 120, 60, 30, 120, 10, 120, 300, 300];
 
     fn error(pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {

@@ -40,7 +40,7 @@ fn packet(ctx: &mut Ctx<'_>, lite: bool) -> Verdict {
 
 impl Tracker for Udp {
     type State = ();
-    const TIMEOUT_NAMES: &'static [&'static str] = &["UNREPLIED", "REPLIED"];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::UDP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[30, 120];
 
     fn error(pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {
@@ -77,7 +77,7 @@ impl Tracker for Udp {
 
 impl Tracker for UdpLite {
     type State = ();
-    const TIMEOUT_NAMES: &'static [&'static str] = &["UNREPLIED", "REPLIED"];
+    const TIMEOUT_NAMES: &'static [&'static str] = proto::cttimeout::names::UDP;
     const DEFAULT_TIMEOUTS: &'static [u32] = &[30, 120];
 
     fn error(pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {
