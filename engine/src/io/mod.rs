@@ -4,15 +4,22 @@
 //! * [`control_socket`]: the control plane, nfnetlink (cttimeout) over a Unix `SOCK_SEQPACKET`
 //!   socket, served by one mio loop with the signals (`SIGHUP` reloads the rules, `SIGTERM`/`SIGINT`
 //!   stop).
+//! * [`port`]: the batch trait every datapath port implements, with [`afpacket`] (`AF_PACKET`
+//!   rings on an Ethernet interface), [`tun`] (TUN queues of raw IP) and [`pcap_port`] (replay and
+//!   capture files).
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
-//! socket and serves it until told to stop. There are no packet ports yet: the daemon runs the
-//! control plane alone.
+//! socket and serves it until told to stop. The ports exist but no worker drives them yet: the
+//! daemon runs the control plane alone.
 
+pub mod afpacket;
 pub mod config;
 pub mod control_socket;
+pub mod pcap_port;
+pub mod port;
 mod sys;
+pub mod tun;
 
 use std::fmt;
 use std::io;

@@ -1,6 +1,11 @@
-//! The control plane's only `unsafe` code: the Unix `SOCK_SEQPACKET` calls std does not offer
-//! (listen, accept, `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking
-//! `send`), each behind the [`syscall!`] helper that turns `-1` into `io::Error::last_os_error()`.
+//! The `io` module's only `unsafe` code, each call behind the [`syscall!`] helper that turns `-1`
+//! into `io::Error::last_os_error()`:
+//!
+//! * the control plane's Unix `SOCK_SEQPACKET` calls std does not offer (listen, accept,
+//!   `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking `send`);
+//! * the ports' calls: `AF_PACKET` sockets and their options, [`Mmap`] (a ring shared with the
+//!   kernel, read and written through bounds-checked accessors), the TUN ioctls, and
+//!   [`unshare_netns`] for tests.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -150,6 +155,215 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // `buf` is live and `send` reads at most `buf.len()` bytes of it.
     let n = syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL))?;
     Ok(n as usize)
+}
+
+// ---- Ports -------------------------------------------------------------------------------------
+
+/// An `AF_PACKET`/`SOCK_RAW` socket for `protocol` (host order; 0 receives nothing until bound).
+pub(crate) fn packet_socket(protocol: u16) -> io::Result<OwnedFd> {
+    // Arguments are constants; the call touches no memory of ours.
+    let fd = syscall!(socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol.to_be())))?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(fd, level, name, value)`, `value` passed by address with its exact size.
+pub(crate) fn setsockopt<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // `value` is live and `size_of::<T>()` bytes long; the kernel only reads it.
+    syscall!(setsockopt(fd, level, name, (value as *const T).cast(), size_of::<T>() as libc::socklen_t))?;
+    Ok(())
+}
+
+/// `PACKET_STATISTICS` for a `TPACKET_V3` socket: packets seen, drops and ring freezes since the
+/// previous call (the kernel resets the counters on every read).
+pub(crate) fn packet_statistics(fd: RawFd) -> io::Result<libc::tpacket_stats_v3> {
+    let mut st = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
+    let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+    // `st` and `len` are live and `len` is st's exact size.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_STATISTICS,
+        (&mut st as *mut libc::tpacket_stats_v3).cast(),
+        &mut len
+    ))?;
+    Ok(st)
+}
+
+/// Binds a packet socket to interface `ifindex` for `protocol` (host order).
+pub(crate) fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is integers and a byte array, for which all-zero bytes are valid.
+    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // `sll` is a valid sockaddr_ll of the size passed, live for the call.
+    syscall!(bind(fd, (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t))?;
+    Ok(())
+}
+
+/// The index of interface `name` (`ENODEV` if there is none, `EINVAL` for a name with a NUL).
+pub(crate) fn if_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
+/// An `ifreq` naming `name`; `EINVAL` if the name does not fit `IFNAMSIZ` or holds a NUL.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is a byte array and a union of integers and pointers; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { zeroed() };
+    if name.len() >= ifr.ifr_name.len() || name.as_bytes().contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn ifreq_name(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `TUNSETIFF` on an open `/dev/net/tun`: attaches it to interface `name` (created if missing; an
+/// empty name lets the kernel choose) with `flags`; returns the interface's name.
+pub(crate) fn tun_set_iff(fd: RawFd, name: &str, flags: libc::c_int) -> io::Result<String> {
+    let mut ifr = ifreq(name)?;
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // `ifr` is a live ifreq; TUNSETIFF reads it and writes the chosen name back into it.
+    syscall!(ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq))?;
+    Ok(ifreq_name(&ifr))
+}
+
+/// The MTU of interface `name` (`SIOCGIFMTU`).
+pub(crate) fn if_mtu(name: &str) -> io::Result<u32> {
+    let mut ifr = ifreq(name)?;
+    // A datagram socket only to carry the ioctl; arguments are constants.
+    let fd = syscall!(socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // `ifr` is a live ifreq; SIOCGIFMTU writes the MTU into its union.
+    syscall!(ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr as *mut libc::ifreq))?;
+    // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`, an integer.
+    Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// Moves the calling thread (only it: network namespaces are per thread) into a new, empty
+/// network namespace. Tests use it to make interfaces that vanish with the thread.
+#[cfg(test)]
+pub(crate) fn unshare_netns() -> io::Result<()> {
+    // A constant flag; unshare touches no memory of ours.
+    syscall!(unshare(libc::CLONE_NEWNET))?;
+    Ok(())
+}
+
+/// The system's page size (ring blocks are multiples of it).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// Values that any bit pattern makes valid: what [`Mmap::read`] may copy out of shared memory.
+pub(crate) trait Pod: Copy {}
+impl Pod for u16 {}
+impl Pod for u32 {}
+impl Pod for libc::tpacket3_hdr {}
+
+/// A shared, read-write memory mapping of a descriptor (a packet ring), unmapped on drop.
+///
+/// The memory is shared with the kernel, which writes it concurrently under the ring protocol:
+/// a region belongs to user space only while its status word says so. The accessors are bounds-
+/// and alignment-checked (they panic rather than touch memory outside the mapping); which regions
+/// may be read or written at a given moment is the ring code's business, as with any ring.
+pub(crate) struct Mmap {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves that
+// ownership (nothing here is tied to the creating thread).
+unsafe impl Send for Mmap {}
+
+impl Mmap {
+    /// Maps `len` bytes of `fd` from offset 0, shared and pre-faulted.
+    pub(crate) fn map(fd: RawFd, len: usize) -> io::Result<Mmap> {
+        // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps nothing of ours.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(Mmap { ptr, len })
+    }
+
+    /// The mapping's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn check(&self, off: usize, size: usize, align: usize) {
+        assert!(off.checked_add(size).is_some_and(|end| end <= self.len), "ring access {off}+{size} out of bounds");
+        // `align` is a power of two.
+        assert!((self.ptr.as_ptr() as usize + off) & (align - 1) == 0, "ring access at {off} misaligned");
+    }
+
+    /// The 32-bit status word at `off`, which the kernel reads and writes concurrently.
+    pub(crate) fn status(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
+        self.check(off, 4, 4);
+        // SAFETY: in bounds and 4-aligned (checked); the mapping lives as long as `self`; every
+        // access to the word, ours and the kernel's, is atomic.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) }
+    }
+
+    /// A copy of the `T` at `off`.
+    pub(crate) fn read<T: Pod>(&self, off: usize) -> T {
+        self.check(off, size_of::<T>(), 1);
+        // SAFETY: in bounds (checked), unaligned reads allowed, and any bits are a valid `T` (Pod).
+        unsafe { self.ptr.as_ptr().add(off).cast::<T>().read_unaligned() }
+    }
+
+    /// The `len` bytes at `off`.
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        self.check(off, len, 1);
+        // SAFETY: in bounds (checked) and live as long as `self`; the ring code reads only regions
+        // the kernel has handed to user space, which it leaves alone until they are handed back.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), len) }
+    }
+
+    /// Copies `data` to `off`.
+    pub(crate) fn write(&mut self, off: usize, data: &[u8]) {
+        self.check(off, data.len(), 1);
+        // SAFETY: in bounds (checked); `data` cannot overlap the mapping (we hold `&mut self`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len()) }
+    }
+
+    /// Writes the 32-bit value `v` at `off`.
+    pub(crate) fn write_u32(&mut self, off: usize, v: u32) {
+        self.write(off, &v.to_ne_bytes());
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` created; no borrow of it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,836 @@
+//! An Ethernet interface through `AF_PACKET`: a `TPACKET_V3` memory-mapped receive ring and a
+//! `TPACKET_V2` transmit ring, on two sockets bound to the same interface.
+//!
+//! **Receive.** The kernel fills fixed-size *blocks* with variable-length frames and hands a block
+//! to user space when it is full or when the block timeout expires (so at low rates a frame waits
+//! up to [`AfPacketConfig::block_timeout_ms`]; that is also when the descriptor becomes readable).
+//! [`Port::rx_batch`] walks the blocks the kernel has handed over (`tpacket_block_desc` →
+//! `num_pkts` × `tpacket3_hdr`, following `tp_next_offset`), lends each frame's `tp_snaplen` bytes
+//! from `tp_mac` straight out of the ring, and gives a block back (`TP_STATUS_KERNEL`) once every
+//! frame in it has been delivered and the callback has returned; a batch may end in the middle of
+//! a block, the next one resumes there. Per frame it reports `TP_STATUS_CSUM_VALID`,
+//! `TP_STATUS_CSUMNOTREADY`, truncation and the VLAN tag the kernel stripped (`TP_STATUS_VLAN_VALID`
+//! with `hv1.tp_vlan_tci`/`tp_vlan_tpid`). The receiving socket:
+//! * is bound to the interface for `ETH_P_ALL` only after its ring exists (created with protocol 0,
+//!   so nothing from other interfaces is queued before the bind);
+//! * sets `PACKET_IGNORE_OUTGOING`: the host's own transmissions on the interface are not seen;
+//! * joins a `PACKET_FANOUT_HASH` group when configured, so that several workers (each with its own
+//!   port on the same interface, same group id) share the traffic flow by flow — optionally with
+//!   `PACKET_FANOUT_FLAG_DEFRAG`, so that all fragments of a datagram reach the same worker;
+//! * puts the interface in promiscuous mode when asked (`PACKET_MR_PROMISC` membership, which the
+//!   kernel drops with the socket: bridge mode needs frames for every MAC).
+//!
+//! **Transmit.** [`Tx::tx`] copies frames into the free slots of a `PACKET_TX_RING` (one frame per
+//! slot, `TP_STATUS_AVAILABLE` → `TP_STATUS_SEND_REQUEST`) and [`Tx::flush`] sends every requested
+//! slot with one non-blocking `send`; the kernel sets slots back to available as the driver
+//! completes them. The socket sets `PACKET_QDISC_BYPASS` (frames go straight to the driver: no
+//! qdisc, no taps, so the host's packet sockets, ours included, never see them) and `PACKET_LOSS`
+//! (a frame the kernel refuses is skipped instead of wedging the ring). It is bound with protocol 0
+//! and so receives nothing. When the next slot is still busy, `tx` flushes once and, if it is still
+//! busy, drops the rest of the batch (`tx_dropped`): `tx` never waits. A flush while the interface
+//! is down drops what was queued (`tx_dropped`); only a vanished interface (`ENXIO`) is an error.
+//!
+//! **Limits.** With GRO (or LRO) on, the kernel hands up merged super-frames; a frame longer than
+//! a block (less its header) is truncated (flagged, counted). Turn GRO off on interfaces a bridge or
+//! router forwards between. Frames the host generated may have `CSUM_NOT_READY` (checksum offload):
+//! a forwarding path must complete the checksum. A transmitted frame must fit a TX slot
+//! ([`AfPacketConfig::tx_frame_size`] less 32 bytes of header) and be at least an Ethernet header.
+
+use std::io;
+use std::mem::{offset_of, size_of};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use super::port::{Frame, Link, Port, PortError, PortStats, RxFlags, Tx, Vlan, MAX_BATCH};
+use super::sys::{self, Mmap};
+
+/// `ETH_P_ALL`: every protocol.
+const ETH_P_ALL: u16 = 0x0003;
+/// `TPACKET_V2` and `TPACKET_V3`, the values of `PACKET_VERSION`.
+const TPACKET_V2: libc::c_int = 1;
+const TPACKET_V3: libc::c_int = 2;
+
+/// Byte offsets in the rings, named once.
+mod field {
+    use super::*;
+
+    /// `tpacket_block_desc.hdr.bh1.*`
+    pub(super) const BLOCK_STATUS: usize =
+        offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, block_status);
+    pub(super) const NUM_PKTS: usize =
+        offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, num_pkts);
+    pub(super) const FIRST_PKT: usize =
+        offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt);
+    /// `tpacket2_hdr.tp_status` and `.tp_len` of a TX slot.
+    pub(super) const TX_STATUS: usize = offset_of!(libc::tpacket2_hdr, tp_status);
+    pub(super) const TX_LEN: usize = offset_of!(libc::tpacket2_hdr, tp_len);
+    /// Where a TX slot's frame starts: `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`, the header rounded up
+    /// to `TPACKET_ALIGNMENT`.
+    pub(super) const TX_DATA: usize =
+        (size_of::<libc::tpacket2_hdr>() + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1);
+}
+
+/// Ring geometry and socket options of an [`AfPacket`] port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfPacketConfig {
+    /// Receive block size in bytes: a multiple of the page size. The largest frame the ring can hold
+    /// is a block less its 48-byte descriptor and the frame header.
+    pub block_size: u32,
+    /// Receive blocks in the ring.
+    pub block_count: u32,
+    /// The kernel's frame unit (`tp_frame_size`, a divisor of `block_size`, multiple of 16). With
+    /// `TPACKET_V3` frames are packed by their real length; this only sizes `tp_frame_nr`.
+    pub frame_size: u32,
+    /// How long a partly filled block waits before the kernel hands it over, in milliseconds (≥ 1):
+    /// the latency bound at low rates.
+    pub block_timeout_ms: u32,
+    /// Size of one transmit slot: a power of two from 128 to 65536. Frames up to this less 32 bytes.
+    pub tx_frame_size: u32,
+    /// Transmit slots (rounded up to fill whole pages).
+    pub tx_frames: u32,
+    /// Join a fanout group.
+    pub fanout: Option<Fanout>,
+    /// Put the interface in promiscuous mode while the port is open.
+    pub promiscuous: bool,
+}
+
+impl Default for AfPacketConfig {
+    /// 64 blocks of 256 KiB (16 MiB), 2 ms block timeout; 1024 transmit slots of 2 KiB.
+    fn default() -> Self {
+        AfPacketConfig {
+            block_size: 1 << 18,
+            block_count: 64,
+            frame_size: 2048,
+            block_timeout_ms: 2,
+            tx_frame_size: 2048,
+            tx_frames: 1024,
+            fanout: None,
+            promiscuous: false,
+        }
+    }
+}
+
+/// A `PACKET_FANOUT_HASH` group: sockets on one interface with the same `group` share its traffic,
+/// each flow (the kernel's flow hash) going to one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    pub group: u16,
+    /// `PACKET_FANOUT_FLAG_DEFRAG`: reassemble IPv4 before hashing, so fragments follow their flow.
+    pub defrag: bool,
+}
+
+/// One worker's port on an Ethernet interface.
+pub struct AfPacket {
+    name: String,
+    rx: RxRing,
+    tx: TxRing,
+}
+
+struct RxRing {
+    fd: OwnedFd,
+    map: Mmap,
+    block_size: usize,
+    blocks: usize,
+    /// The block to read next, and where in it (frame index, offset) when a batch stopped inside it.
+    cur: usize,
+    resume: Option<(u32, usize)>,
+    stats: PortStats,
+}
+
+struct TxRing {
+    fd: OwnedFd,
+    map: Mmap,
+    slot_size: usize,
+    slots: usize,
+    cur: usize,
+    /// Some slot may be requested and not yet sent: the next flush has work to do. (The kernel
+    /// keeps its own cursor and sends the requested slots in ring order from it, so the unsent
+    /// ones are always the run of `TP_STATUS_SEND_REQUEST` slots just before `cur`.)
+    pending: bool,
+    stats: PortStats,
+}
+
+fn check_geometry(cfg: &AfPacketConfig, page: usize) -> Result<(), &'static str> {
+    let (bs, fs) = (cfg.block_size as usize, cfg.frame_size as usize);
+    if bs == 0 || bs % page != 0 {
+        return Err("block_size must be a nonzero multiple of the page size");
+    }
+    if fs < libc::TPACKET3_HDRLEN || fs % libc::TPACKET_ALIGNMENT != 0 || bs % fs != 0 {
+        return Err("frame_size must divide block_size, be a multiple of 16 and hold a frame header");
+    }
+    if cfg.block_count == 0 || cfg.block_timeout_ms == 0 {
+        return Err("block_count and block_timeout_ms must be at least 1");
+    }
+    if !cfg.tx_frame_size.is_power_of_two() || !(128..=65536).contains(&cfg.tx_frame_size) || cfg.tx_frames == 0 {
+        return Err("tx_frame_size must be a power of two from 128 to 65536, tx_frames at least 1");
+    }
+    Ok(())
+}
+
+impl AfPacket {
+    /// Opens a port on interface `ifname` (which must exist; it need not be up yet).
+    pub fn open(ifname: &str, cfg: &AfPacketConfig) -> Result<AfPacket, PortError> {
+        let err = |op: &'static str| move |e: io::Error| PortError::new(ifname, op, e);
+        check_geometry(cfg, sys::page_size()).map_err(|why| {
+            PortError::new(ifname, "checking the ring geometry", io::Error::new(io::ErrorKind::InvalidInput, why))
+        })?;
+        let ifindex = sys::if_index(ifname).map_err(err("looking up the interface"))?;
+        let rx = RxRing::open(ifindex, cfg).map_err(|(op, e)| PortError::new(ifname, op, e))?;
+        let tx = TxRing::open(ifindex, cfg).map_err(|(op, e)| PortError::new(ifname, op, e))?;
+        Ok(AfPacket { name: ifname.to_owned(), rx, tx })
+    }
+}
+
+type Step<T> = Result<T, (&'static str, io::Error)>;
+
+fn step<T>(op: &'static str, r: io::Result<T>) -> Step<T> {
+    r.map_err(|e| (op, e))
+}
+
+impl RxRing {
+    fn open(ifindex: u32, cfg: &AfPacketConfig) -> Step<RxRing> {
+        let fd = step("creating the receive socket", sys::packet_socket(0))?;
+        let raw = fd.as_raw_fd();
+        step("setting TPACKET_V3", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3))?;
+        let req = libc::tpacket_req3 {
+            tp_block_size: cfg.block_size,
+            tp_block_nr: cfg.block_count,
+            tp_frame_size: cfg.frame_size,
+            tp_frame_nr: cfg.block_size / cfg.frame_size * cfg.block_count,
+            tp_retire_blk_tov: cfg.block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        step("creating the receive ring", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req))?;
+        let len = cfg.block_size as usize * cfg.block_count as usize;
+        let map = step("mapping the receive ring", Mmap::map(raw, len))?;
+        step("binding the receive socket", sys::bind_packet(raw, ifindex, ETH_P_ALL))?;
+        let one: libc::c_int = 1;
+        step(
+            "setting PACKET_IGNORE_OUTGOING",
+            sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one),
+        )?;
+        if let Some(f) = cfg.fanout {
+            let mut mode = libc::PACKET_FANOUT_HASH;
+            if f.defrag {
+                mode |= libc::PACKET_FANOUT_FLAG_DEFRAG;
+            }
+            let arg: libc::c_int = (u32::from(f.group) | (mode << 16)) as libc::c_int;
+            step("joining the fanout group", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg))?;
+        }
+        if cfg.promiscuous {
+            let mreq = libc::packet_mreq {
+                mr_ifindex: ifindex as libc::c_int,
+                mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+                mr_alen: 0,
+                mr_address: [0; 8],
+            };
+            step(
+                "entering promiscuous mode",
+                sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq),
+            )?;
+        }
+        Ok(RxRing {
+            fd,
+            map,
+            block_size: cfg.block_size as usize,
+            blocks: cfg.block_count as usize,
+            cur: 0,
+            resume: None,
+            stats: PortStats::default(),
+        })
+    }
+}
+
+impl TxRing {
+    fn open(ifindex: u32, cfg: &AfPacketConfig) -> Step<TxRing> {
+        let fd = step("creating the transmit socket", sys::packet_socket(0))?;
+        let raw = fd.as_raw_fd();
+        let one: libc::c_int = 1;
+        step("setting TPACKET_V2", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2))?;
+        step("setting PACKET_LOSS", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &one))?;
+        step("setting PACKET_QDISC_BYPASS", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one))?;
+        let slot = cfg.tx_frame_size as usize;
+        let block = slot.max(sys::page_size());
+        let per_block = block / slot;
+        let blocks = (cfg.tx_frames as usize).div_ceil(per_block);
+        let req = libc::tpacket_req {
+            tp_block_size: block as u32,
+            tp_block_nr: blocks as u32,
+            tp_frame_size: slot as u32,
+            tp_frame_nr: (blocks * per_block) as u32,
+        };
+        step("creating the transmit ring", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &req))?;
+        let map = step("mapping the transmit ring", Mmap::map(raw, block * blocks))?;
+        // Room in the socket's send buffer for every slot in flight; without it a full buffer would
+        // hold frames back until the next flush. Best effort: SO_SNDBUFFORCE needs CAP_NET_ADMIN.
+        let want = libc::c_int::try_from(map.len()).unwrap_or(libc::c_int::MAX);
+        if sys::setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &want).is_err() {
+            let _ = sys::setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &want);
+        }
+        step("binding the transmit socket", sys::bind_packet(raw, ifindex, 0))?;
+        Ok(TxRing {
+            fd,
+            map,
+            slot_size: slot,
+            slots: blocks * per_block,
+            cur: 0,
+            pending: false,
+            stats: PortStats::default(),
+        })
+    }
+
+    /// Whether the slot at `cur` may be written.
+    fn slot_free(&self) -> bool {
+        let st = self.map.status(self.cur * self.slot_size + field::TX_STATUS).load(Ordering::Acquire);
+        st == libc::TP_STATUS_AVAILABLE || st & libc::TP_STATUS_WRONG_FORMAT != 0
+    }
+}
+
+impl Tx for TxRing {
+    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let mut queued = 0;
+        for (i, f) in frames.iter().enumerate() {
+            if f.len() < 14 || f.len() > self.slot_size - field::TX_DATA {
+                self.stats.tx_errors += 1;
+                continue;
+            }
+            if !self.slot_free() {
+                self.flush()?;
+                if !self.slot_free() {
+                    self.stats.tx_dropped += (frames.len() - i) as u64;
+                    break;
+                }
+            }
+            let base = self.cur * self.slot_size;
+            self.map.write(base + field::TX_DATA, f);
+            self.map.write_u32(base + field::TX_LEN, f.len() as u32);
+            // Release: the frame and its length are in place before the kernel may see the request.
+            self.map.status(base + field::TX_STATUS).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+            self.cur = (self.cur + 1) % self.slots;
+            self.pending = true;
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += f.len() as u64;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending {
+            return Ok(());
+        }
+        match sys::send(self.fd.as_raw_fd(), &[]) {
+            Ok(_) => {
+                // A full send buffer can stop the kernel part-way and still report success: then
+                // the last slot is still requested, and the next flush must try again.
+                let last = (self.cur + self.slots - 1) % self.slots;
+                let st = self.map.status(last * self.slot_size + field::TX_STATUS).load(Ordering::Acquire);
+                self.pending = st == libc::TP_STATUS_SEND_REQUEST;
+                Ok(())
+            }
+            // The send buffer is full: the requested slots stay requested for the next flush.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // The interface is down: the kernel returned before looking at the ring, so the
+            // requested slots are still ours to take back. Their frames are dropped, as a NIC
+            // would drop them, and `cur` goes back to the kernel's cursor (the first of them).
+            // (ENXIO, the interface gone, is the port failing: an error.)
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                let mut back = 0;
+                while back < self.slots {
+                    let slot = (self.cur + self.slots - 1 - back) % self.slots;
+                    let status = self.map.status(slot * self.slot_size + field::TX_STATUS);
+                    let taken = status.compare_exchange(
+                        libc::TP_STATUS_SEND_REQUEST,
+                        libc::TP_STATUS_AVAILABLE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    if taken.is_err() {
+                        break;
+                    }
+                    back += 1;
+                }
+                self.stats.tx_dropped += back as u64;
+                self.cur = (self.cur + self.slots - back) % self.slots;
+                self.pending = false;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Tx for AfPacket {
+    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.tx.tx(frames)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tx.flush()
+    }
+}
+
+impl Port for AfPacket {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn link(&self) -> Link {
+        Link::Ethernet
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.rx.fd.as_raw_fd())
+    }
+
+    fn rx_batch(&mut self, max: usize, f: &mut dyn FnMut(&[Frame<'_>], &mut dyn Tx)) -> io::Result<usize> {
+        let max = max.min(MAX_BATCH);
+        let rx = &mut self.rx;
+        let map = &rx.map;
+        let bs = rx.block_size;
+        let mut frames = [Frame::EMPTY; MAX_BATCH];
+        let mut n = 0;
+        // Blocks fully delivered in this batch, from `rx.cur` on.
+        let mut done = 0;
+        let mut resume = rx.resume;
+        while n < max && done < rx.blocks {
+            let base = ((rx.cur + done) % rx.blocks) * bs;
+            let status = map.status(base + field::BLOCK_STATUS).load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            let num = map.read::<u32>(base + field::NUM_PKTS);
+            let (mut idx, mut off) = resume.unwrap_or((0, map.read::<u32>(base + field::FIRST_PKT) as usize));
+            let losing = status & libc::TP_STATUS_LOSING != 0;
+            while idx < num && n < max {
+                // A header or frame that does not fit the block would be a kernel bug; stop reading
+                // this block rather than trust it.
+                if off < field::FIRST_PKT || off + size_of::<libc::tpacket3_hdr>() > bs {
+                    idx = num;
+                    break;
+                }
+                let h: libc::tpacket3_hdr = map.read(base + off);
+                let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
+                if off + mac + snap > bs {
+                    idx = num;
+                    break;
+                }
+                let mut flags = RxFlags::empty();
+                if h.tp_status & libc::TP_STATUS_CSUM_VALID != 0 {
+                    flags = flags.with(RxFlags::CSUM_VALID);
+                }
+                if h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                    flags = flags.with(RxFlags::CSUM_NOT_READY);
+                }
+                if losing {
+                    flags = flags.with(RxFlags::LOSING);
+                }
+                if h.tp_snaplen < h.tp_len {
+                    flags = flags.with(RxFlags::TRUNCATED);
+                    rx.stats.rx_truncated += 1;
+                }
+                let vlan = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then_some(Vlan {
+                    tci: h.hv1.tp_vlan_tci as u16,
+                    tpid: if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 },
+                });
+                frames[n] = Frame {
+                    data: map.bytes(base + off + mac, snap),
+                    wire_len: h.tp_len,
+                    flags,
+                    vlan,
+                    timestamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
+                };
+                rx.stats.rx_packets += 1;
+                rx.stats.rx_bytes += snap as u64;
+                n += 1;
+                idx += 1;
+                if idx < num {
+                    if h.tp_next_offset == 0 {
+                        idx = num;
+                        break;
+                    }
+                    off += h.tp_next_offset as usize;
+                }
+            }
+            if idx >= num {
+                done += 1;
+                resume = None;
+            } else {
+                resume = Some((idx, off));
+                break;
+            }
+        }
+        if n > 0 {
+            f(&frames[..n], &mut self.tx);
+        }
+        // The frames' borrows of the ring end here: give the delivered blocks back.
+        for b in 0..done {
+            let base = ((rx.cur + b) % rx.blocks) * bs;
+            rx.map.status(base + field::BLOCK_STATUS).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        }
+        rx.cur = (rx.cur + done) % rx.blocks;
+        rx.resume = resume;
+        Ok(n)
+    }
+
+    fn stats(&mut self) -> PortStats {
+        if let Ok(st) = sys::packet_statistics(self.rx.fd.as_raw_fd()) {
+            self.rx.stats.rx_dropped += u64::from(st.tp_drops);
+            self.rx.stats.rx_ring_full += u64::from(st.tp_freeze_q_cnt);
+        }
+        let t = &self.tx.stats;
+        PortStats {
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            tx_dropped: t.tx_dropped,
+            tx_errors: t.tx_errors,
+            ..self.rx.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::net::Ipv4Addr;
+
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use proto::build::{ethernet, PacketBuilder};
+
+    use super::super::port::testutil::{deadline, expired, in_netns, ip, nap};
+    use super::*;
+
+    const ETHERTYPE_TEST: u16 = 0x88b5; // IEEE local experimental
+
+    fn veth() {
+        ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        ip(&["link", "set", "va", "up"]);
+        ip(&["link", "set", "vb", "up"]);
+    }
+
+    /// Test frame `i`: ethertype 0x88b5, then `i`, then a pattern; 60 to 1514 bytes.
+    fn frame(i: u32) -> Vec<u8> {
+        let len = 60 + (i as usize * 37) % 1455;
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&ETHERTYPE_TEST.to_be_bytes());
+        f.extend_from_slice(&i.to_be_bytes());
+        f.extend((f.len()..len).map(|k| (k as u32 ^ i) as u8));
+        f
+    }
+
+    fn small_rings() -> AfPacketConfig {
+        AfPacketConfig {
+            block_size: 1 << 16,
+            block_count: 16,
+            frame_size: 2048,
+            block_timeout_ms: 1,
+            tx_frames: 64,
+            ..AfPacketConfig::default()
+        }
+    }
+
+    /// Receives everything ready on `port`, `max` frames per batch; keeps the test frames.
+    fn drain(port: &mut AfPacket, max: usize, out: &mut Vec<Vec<u8>>) -> usize {
+        let mut total = 0;
+        for _ in 0..1000 {
+            let n = port
+                .rx_batch(max, &mut |fs, _| {
+                    assert!(fs.len() <= max);
+                    for f in fs {
+                        assert_eq!(f.data.len() as u32, f.wire_len);
+                        assert!(!f.flags.contains(RxFlags::TRUNCATED));
+                        if f.data.get(12..14) == Some(&ETHERTYPE_TEST.to_be_bytes()[..]) {
+                            out.push(f.data.to_vec());
+                        }
+                    }
+                })
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+
+    #[test]
+    fn frames_sent_on_one_end_of_a_veth_arrive_on_the_other() {
+        in_netns(|| {
+            veth();
+            let cfg = small_rings();
+            let mut tx = AfPacket::open("va", &cfg).unwrap();
+            let mut rx = AfPacket::open("vb", &AfPacketConfig { promiscuous: true, ..cfg.clone() }).unwrap();
+            assert!(ip(&["-d", "link", "show", "vb"]).contains("promiscuity 1"));
+            const N: u32 = 2000;
+            let frames: Vec<Vec<u8>> = (0..N).map(frame).collect();
+            let mut got = Vec::new();
+            let mut sent = 0usize;
+            let end = deadline(20);
+            while got.len() < N as usize && !expired(end) {
+                if sent < frames.len() {
+                    let chunk: Vec<&[u8]> =
+                        frames[sent..(sent + 16).min(frames.len())].iter().map(|f| &f[..]).collect();
+                    sent += tx.tx(&chunk).unwrap();
+                    tx.flush().unwrap();
+                }
+                // Odd batch sizes, so batches end in the middle of blocks.
+                if drain(&mut rx, 7, &mut got) == 0 {
+                    nap();
+                }
+            }
+            assert_eq!(got.len(), N as usize, "received {} of {N} (sent {sent})", got.len());
+            assert!(got == frames, "frames arrived changed or out of order");
+            let (ts, rs) = (tx.stats(), rx.stats());
+            assert_eq!(ts.tx_packets, u64::from(N));
+            assert_eq!(ts.tx_bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+            assert!(rs.rx_packets >= u64::from(N));
+            assert_eq!((rs.rx_dropped, rs.rx_truncated), (0, 0));
+            // Unsendable frames are counted, not sent.
+            assert_eq!(tx.tx(&[&[0u8; 10], &vec![0u8; 4000]]).unwrap(), 0);
+            assert_eq!(tx.stats().tx_errors, 2);
+            drop(rx);
+            assert!(ip(&["-d", "link", "show", "vb"]).contains("promiscuity 0"));
+        });
+    }
+
+    #[test]
+    fn readiness_comes_with_the_block_timeout_and_hairpin_tx_works() {
+        in_netns(|| {
+            veth();
+            let cfg = small_rings();
+            let mut a = AfPacket::open("va", &cfg).unwrap();
+            let mut b = AfPacket::open("vb", &cfg).unwrap();
+            let mut poll = Poll::new().unwrap();
+            let fd = b.raw_fd().unwrap();
+            poll.registry().register(&mut SourceFd(&fd), Token(1), Interest::READABLE).unwrap();
+            let afd = a.raw_fd().unwrap();
+            poll.registry().register(&mut SourceFd(&afd), Token(0), Interest::READABLE).unwrap();
+            let mut events = Events::with_capacity(8);
+            assert_eq!(a.tx(&[&frame(7)]).unwrap(), 1);
+            a.flush().unwrap();
+            // b becomes readable when the block holding the frame is retired (1 ms timeout), and
+            // sends the frame back out of the port it came in on, from inside the callback.
+            let mut got = Vec::new();
+            let end = deadline(10);
+            while got.is_empty() && !expired(end) {
+                poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+                for ev in events.iter().filter(|e| e.token() == Token(1)) {
+                    assert!(ev.is_readable());
+                    for _ in 0..100 {
+                        let n = b
+                            .rx_batch(MAX_BATCH, &mut |fs, hairpin| {
+                                for f in fs.iter().filter(|f| f.data[12..14] == ETHERTYPE_TEST.to_be_bytes()) {
+                                    got.push(f.data.to_vec());
+                                    let mut back = f.data.to_vec();
+                                    back[14..18].copy_from_slice(&8u32.to_be_bytes());
+                                    assert_eq!(hairpin.tx(&[&back]).unwrap(), 1);
+                                }
+                                hairpin.flush().unwrap();
+                            })
+                            .unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, vec![frame(7)]);
+            let mut back = Vec::new();
+            let end = deadline(10);
+            while back.is_empty() && !expired(end) {
+                poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+                drain(&mut a, 16, &mut back);
+            }
+            assert_eq!(back.len(), 1);
+            assert_eq!(back[0][14..18], 8u32.to_be_bytes());
+        });
+    }
+
+    #[test]
+    fn the_host_s_own_traffic_is_ignored_and_vlan_and_checksum_facts_are_reported() {
+        in_netns(|| {
+            veth();
+            ip(&["link", "set", "va", "address", "02:00:00:00:00:0a"]);
+            ip(&["addr", "add", "10.3.0.2/24", "dev", "vb"]);
+            ip(&["neigh", "add", "10.3.0.1", "lladdr", "02:00:00:00:00:0a", "dev", "vb"]);
+            let cfg = small_rings();
+            let mut pa = AfPacket::open("va", &cfg).unwrap();
+            let mut pb = AfPacket::open("vb", &cfg).unwrap();
+            // vb's stack sends a datagram out of vb: va sees it, vb's own port does not.
+            let sock = std::net::UdpSocket::bind("10.3.0.2:0").unwrap();
+            sock.send_to(b"hello", "10.3.0.1:4444").unwrap();
+            // A frame tagged with VLAN 42 from va's port: the kernel strips the tag on receipt.
+            let mut tagged = frame(3);
+            tagged.splice(12..12, [0x81, 0x00, 0x00, 42]);
+            assert_eq!(pa.tx(&[&tagged]).unwrap(), 1);
+            pa.flush().unwrap();
+            let is_udp =
+                |d: &[u8]| d.len() > 42 && d[12..14] == [8, 0] && d[23] == 17 && d[36..38] == 4444u16.to_be_bytes();
+            let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+            let end = deadline(10);
+            while (at_a.is_empty() || at_b.is_empty()) && !expired(end) {
+                for (port, out) in [(&mut pa, &mut at_a), (&mut pb, &mut at_b)] {
+                    port.rx_batch(MAX_BATCH, &mut |fs, _| {
+                        out.extend(
+                            fs.iter()
+                                .filter(|f| is_udp(f.data) || f.vlan.is_some())
+                                .map(|f| (f.data.to_vec(), f.flags, f.vlan)),
+                        );
+                    })
+                    .unwrap();
+                }
+                nap();
+            }
+            // One more look at vb after several block timeouts: still no UDP datagram of its own.
+            for _ in 0..20 {
+                nap();
+            }
+            pb.rx_batch(MAX_BATCH, &mut |fs, _| assert!(!fs.iter().any(|f| is_udp(f.data)))).unwrap();
+            assert_eq!(at_a.len(), 1, "{at_a:?}");
+            assert!(is_udp(&at_a[0].0));
+            // Sent by a local stack with checksum offload: the UDP checksum is left to "hardware".
+            assert!(at_a[0].1.contains(RxFlags::CSUM_NOT_READY), "{:?}", at_a[0].1);
+            assert!(at_b.iter().all(|(d, _, _)| !is_udp(d)));
+            assert_eq!(at_b.len(), 1, "{at_b:?}");
+            assert_eq!(at_b[0].2, Some(Vlan { tci: 42, tpid: 0x8100 }));
+            assert_eq!(at_b[0].0, frame(3), "the tag is reported beside the frame, not in it");
+        });
+    }
+
+    #[test]
+    fn a_flush_while_the_interface_is_down_drops_and_the_ring_recovers() {
+        in_netns(|| {
+            veth();
+            let cfg = small_rings();
+            let mut tx = AfPacket::open("va", &cfg).unwrap();
+            let mut rx = AfPacket::open("vb", &cfg).unwrap();
+            ip(&["link", "set", "va", "down"]);
+            let frames: Vec<Vec<u8>> = (0..3).map(frame).collect();
+            let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            assert_eq!(tx.tx(&refs).unwrap(), 3);
+            tx.flush().unwrap();
+            assert_eq!(tx.stats().tx_dropped, 3);
+            ip(&["link", "set", "va", "up"]);
+            // Every slot is usable again: a ring's worth of frames goes through.
+            let mut got = Vec::new();
+            let mut sent = 0;
+            let end = deadline(10);
+            while got.len() < 100 && !expired(end) {
+                if sent < 100 {
+                    let f = frame(sent as u32);
+                    sent += tx.tx(&[&f]).unwrap();
+                    tx.flush().unwrap();
+                }
+                if drain(&mut rx, 64, &mut got) == 0 {
+                    nap();
+                }
+            }
+            assert_eq!(got.len(), 100);
+            assert_eq!(got[99], frame(99));
+        });
+    }
+
+    #[test]
+    fn a_full_ring_counts_its_drops() {
+        in_netns(|| {
+            veth();
+            let mut tx = AfPacket::open("va", &small_rings()).unwrap();
+            let tiny = AfPacketConfig { block_size: 4096, block_count: 2, frame_size: 2048, ..small_rings() };
+            let mut rx = AfPacket::open("vb", &tiny).unwrap();
+            // 100 frames of 1000 bytes into 8 KiB of ring, none read meanwhile.
+            let frames: Vec<Vec<u8>> =
+                (0..100).map(|i| frame(i)[..60].iter().copied().chain([0; 940]).collect()).collect();
+            let mut sent = 0;
+            let end = deadline(10);
+            while sent < frames.len() && !expired(end) {
+                let chunk: Vec<&[u8]> = frames[sent..].iter().take(16).map(|f| &f[..]).collect();
+                sent += tx.tx(&chunk).unwrap();
+                tx.flush().unwrap();
+                nap();
+            }
+            assert_eq!(sent, 100);
+            for _ in 0..20 {
+                nap();
+            }
+            let mut got = Vec::new();
+            drain(&mut rx, MAX_BATCH, &mut got);
+            let s = rx.stats();
+            assert!(got.len() < 100 && s.rx_dropped > 0, "{} delivered, {s:?}", got.len());
+            assert!(got.len() as u64 + s.rx_dropped >= 100, "{} delivered, {s:?}", got.len());
+            assert!(s.rx_ring_full > 0, "{s:?}");
+            // The frames that made it are the first ones, intact.
+            assert_eq!(got[..], frames[..got.len()]);
+        });
+    }
+
+    #[test]
+    fn a_fanout_group_shares_the_flows() {
+        in_netns(|| {
+            veth();
+            let cfg = small_rings();
+            let fan = AfPacketConfig { fanout: Some(Fanout { group: 77, defrag: false }), ..cfg.clone() };
+            let mut tx = AfPacket::open("va", &cfg).unwrap();
+            let mut w0 = AfPacket::open("vb", &fan).unwrap();
+            let mut w1 = AfPacket::open("vb", &fan).unwrap();
+            // 400 datagrams, 4 per flow over 100 flows (source ports).
+            let a = PacketBuilder::v4(Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+            let frames: Vec<Vec<u8>> = (0..400u16)
+                .map(|i| {
+                    ethernet([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], &a.udp(10_000 + i % 100, 4242, &i.to_be_bytes()))
+                })
+                .collect();
+            let ours = |f: &Frame<'_>| {
+                f.data.len() > 42 && f.data[12..14] == [8, 0] && f.data[36..38] == 4242u16.to_be_bytes()
+            };
+            let mut seen: [HashMap<u16, usize>; 2] = [HashMap::new(), HashMap::new()];
+            let mut sent = 0;
+            let end = deadline(20);
+            while seen.iter().map(|m| m.values().sum::<usize>()).sum::<usize>() < frames.len() && !expired(end) {
+                if sent < frames.len() {
+                    let chunk: Vec<&[u8]> =
+                        frames[sent..(sent + 16).min(frames.len())].iter().map(|f| &f[..]).collect();
+                    sent += tx.tx(&chunk).unwrap();
+                    tx.flush().unwrap();
+                }
+                let mut progress = 0;
+                for (w, port) in [&mut w0, &mut w1].into_iter().enumerate() {
+                    for _ in 0..100 {
+                        let n = port
+                            .rx_batch(32, &mut |fs, _| {
+                                for f in fs.iter().filter(|f| ours(f)) {
+                                    let sport = u16::from_be_bytes([f.data[34], f.data[35]]);
+                                    *seen[w].entry(sport).or_default() += 1;
+                                }
+                            })
+                            .unwrap();
+                        progress += n;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                if progress == 0 {
+                    nap();
+                }
+            }
+            let counts: Vec<usize> = seen.iter().map(|m| m.values().sum()).collect();
+            assert_eq!(counts.iter().sum::<usize>(), 400, "{counts:?}");
+            assert!(counts.iter().all(|&c| c > 0), "one worker got everything: {counts:?}");
+            // Hash mode: every flow went to exactly one worker, all 4 of its datagrams.
+            let k0: HashSet<_> = seen[0].keys().collect();
+            assert!(seen[1].keys().all(|k| !k0.contains(k)));
+            assert!(seen.iter().flat_map(|m| m.values()).all(|&c| c == 4));
+        });
+    }
+
+    #[test]
+    fn bad_geometry_and_missing_interfaces_say_what_failed() {
+        let e = AfPacket::open("lo", &AfPacketConfig { block_size: 1000, ..AfPacketConfig::default() }).err().unwrap();
+        assert!(e.to_string().starts_with("port lo: checking the ring geometry: "), "{e}");
+        let e = AfPacket::open("nonexistent0", &AfPacketConfig::default()).err().unwrap();
+        assert_eq!(e.op, "looking up the interface");
+        assert_eq!(e.source.raw_os_error(), Some(libc::ENODEV));
+    }
+}
