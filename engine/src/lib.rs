@@ -4,6 +4,8 @@
 //!   as Linux's `nf_conntrack` does (new, established, related, invalid, untracked).
 //! * [`timeouts`]: per-protocol default timeouts and named timeout policies.
 //! * [`defrag`]: IPv4/IPv6 reassembly ahead of tracking, as the kernel's defragmentation does.
+//! * [`route`]: router mode: longest-prefix routes, the ARP/NDP neighbour cache, ICMP errors and
+//!   the per-packet router step.
 //! * [`replay`]: a capture run through the engine, the table printed as `conntrack -L` prints it.
 //!
 //! Time is always an argument ([`clock::Timestamp`]); nothing here reads a clock, sleeps or opens a
@@ -17,5 +19,6 @@ pub mod display;
 pub mod filter;
 pub mod io;
 pub mod replay;
+pub mod route;
 mod sys;
 pub mod timeouts;

@@ -369,6 +369,74 @@ pub fn fragment(datagram: &[u8], max_payload: usize) -> Vec<Vec<u8>> {
     }
 }
 
+/// Splits an IPv4 datagram for a link of `mtu` bytes as a router does (Linux's `ip_do_fragment`):
+/// each fragment carries a multiple of 8 data bytes at its offset within the original datagram
+/// (which may itself be a fragment: offsets add up and the last piece keeps its MF bit), the
+/// first keeps all IP options and the others have the options not marked "copied" replaced by
+/// NOPs (`ip_options_fragment`), so every header is as long as the original's. `None` when the
+/// datagram is not IPv4, is malformed, has DF set, or `mtu` leaves no room for 8 data bytes; the
+/// datagram itself (one piece) when it fits.
+pub fn fragment_to_mtu(datagram: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    if datagram.first()? >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(datagram[0] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([*datagram.get(2)?, *datagram.get(3)?]));
+    if ihl < 20 || total < ihl || total > datagram.len() {
+        return None;
+    }
+    let d = &datagram[..total];
+    if d.len() <= mtu {
+        return Some(vec![d.to_vec()]);
+    }
+    let word = u16::from_be_bytes([d[6], d[7]]);
+    if word & 0x4000 != 0 || mtu < ihl + 8 {
+        return None;
+    }
+    let base = usize::from(word & 0x1fff) * 8;
+    let more_after = word & 0x2000 != 0;
+    let step = (mtu - ihl) / 8 * 8;
+    let (hdr, data) = d.split_at(ihl);
+    // The header of every fragment but the first: non-copied options become NOPs.
+    let mut later = hdr.to_vec();
+    let mut at = 20;
+    while at < ihl {
+        match later[at] {
+            0 => break,
+            1 => at += 1,
+            kind => {
+                let len = usize::from(*later.get(at + 1)?);
+                if len < 2 || at + len > ihl {
+                    return None;
+                }
+                if kind & 0x80 == 0 {
+                    later[at..at + len].fill(1);
+                }
+                at += len;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(data.len().div_ceil(step));
+    for (i, part) in data.chunks(step).enumerate() {
+        let offset = base + i * step;
+        if offset / 8 > 0x1fff {
+            return None;
+        }
+        let mut p = Vec::with_capacity(ihl + part.len());
+        p.extend_from_slice(if i == 0 { hdr } else { &later });
+        p.extend_from_slice(part);
+        let more = (i + 1) * step < data.len() || more_after;
+        p[2..4].copy_from_slice(&((ihl + part.len()) as u16).to_be_bytes());
+        let w = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        p[6..8].copy_from_slice(&w.to_be_bytes());
+        p[10..12].fill(0);
+        let c = checksum::internet(&p[..ihl]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        out.push(p);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +484,69 @@ mod tests {
             let last = parse_ip(&frags[2], 0).unwrap();
             let f = last.fragment.unwrap();
             assert!(!f.more && f.offset == 80);
+        }
+    }
+
+    #[test]
+    fn fragment_to_mtu_as_a_router() {
+        let mut d = v4().udp(5000, 53, &[7u8; 3000]);
+        // Clear DF, as a sender that allows fragmentation does.
+        d[6] = 0;
+        d[10..12].fill(0);
+        let c = checksum::internet(&d[..20]);
+        d[10..12].copy_from_slice(&c.to_be_bytes());
+        let frags = fragment_to_mtu(&d, 1400).unwrap();
+        assert_eq!(frags.iter().map(Vec::len).collect::<Vec<_>>(), [1396, 1396, 276]);
+        let mut data = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            let p = parse_ip(f, 0).unwrap();
+            let fr = p.fragment.unwrap();
+            assert_eq!((fr.offset as usize, fr.more), (i * 1376, i < 2));
+            data.extend_from_slice(&f[20..]);
+        }
+        assert_eq!(data, d[20..]);
+        // A fragment fragmented again: offsets add up, the last piece keeps MF.
+        let again = fragment_to_mtu(&frags[1], 600).unwrap();
+        let last = parse_ip(again.last().unwrap(), 0).unwrap().fragment.unwrap();
+        let first = parse_ip(&again[0], 0).unwrap().fragment.unwrap();
+        assert_eq!((first.offset, last.more), (1376, true));
+        // DF set, too small an MTU, fits as is.
+        assert_eq!(fragment_to_mtu(&v4().udp(1, 2, &[0; 3000]), 1400), None);
+        assert_eq!(fragment_to_mtu(&d, 27), None);
+        assert_eq!(fragment_to_mtu(&d, 4000).unwrap(), vec![d.clone()]);
+        assert_eq!(fragment_to_mtu(&d[..10], 100), None);
+    }
+
+    #[test]
+    fn fragment_to_mtu_copies_only_copied_options() {
+        // Header with a record-route option (7, not copied) and a security-like option 0x82
+        // (copied), padded with EOL.
+        let mut d = v4().udp(1, 2, &[1u8; 100]);
+        let opts = [7, 7, 4, 0, 0, 0, 0, 0x82, 4, 9, 9, 0];
+        d.splice(20..20, opts);
+        d[0] = 0x48;
+        d[6] = 0;
+        let total = d.len() as u16;
+        d[2..4].copy_from_slice(&total.to_be_bytes());
+        d[10..12].fill(0);
+        let c = checksum::internet(&d[..32]);
+        d[10..12].copy_from_slice(&c.to_be_bytes());
+        let frags = fragment_to_mtu(&d, 80).unwrap();
+        assert_eq!(&frags[0][20..32], &opts);
+        assert_eq!(&frags[1][20..32], &[1, 1, 1, 1, 1, 1, 1, 0x82, 4, 9, 9, 0]);
+        for f in &frags {
+            assert!(parse_ip(f, 0).is_ok());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fragment_to_mtu_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), mtu in 0usize..200) {
+            let mut b = b;
+            if let Some(x) = b.first_mut() {
+                *x = 0x40 | (*x & 0xf);
+            }
+            let _ = fragment_to_mtu(&b, mtu);
         }
     }
 }

@@ -42,6 +42,20 @@ pub fn l4(family: Family, src: &[u8; 16], dst: &[u8; 16], proto: u8, data: &[u8]
     !fold(sum(&data[..cover.min(data.len())], acc))
 }
 
+/// Incremental update of an Internet checksum field (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`)
+/// when one 16-bit word of the covered data changes from `old` to `new`.
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!check) + u32::from(!old) + u32::from(new);
+    !fold(acc)
+}
+
+/// Incremental update of an Internet checksum field when a 32-bit word (an IPv4 address, a TCP
+/// sequence number) changes from `old` to `new`: two [`update16`] steps.
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let c = update16(check, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
 /// CRC32c (Castagnoli) lookup table, built at compile time (reflected polynomial 0x82f63b78).
 const CRC32C_TABLE: [u32; 256] = {
     let mut t = [0u32; 256];
@@ -124,5 +138,48 @@ mod tests {
         let v = internet(&c);
         c[10..12].copy_from_slice(&v.to_be_bytes());
         assert_eq!(internet(&c), 0);
+    }
+
+    #[test]
+    fn incremental_update_matches_recompute() {
+        let mut h = [0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 1, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        let c = internet(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        // Every TTL down to 1, and an address rewrite, against a full recomputation.
+        for ttl in (1..=0x40u8).rev() {
+            let old = u16::from_be_bytes([h[8], h[9]]);
+            h[8] = ttl - 1;
+            let new = u16::from_be_bytes([h[8], h[9]]);
+            let inc = update16(u16::from_be_bytes([h[10], h[11]]), old, new);
+            h[10..12].copy_from_slice(&inc.to_be_bytes());
+            assert_eq!(internet(&h), 0, "ttl {ttl}");
+        }
+        let old = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        h[12..16].copy_from_slice(&[10, 255, 255, 255]);
+        let inc = update32(u16::from_be_bytes([h[10], h[11]]), old, u32::from_be_bytes([10, 255, 255, 255]));
+        h[10..12].copy_from_slice(&inc.to_be_bytes());
+        assert_eq!(internet(&h), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn incremental_update_equals_recompute(
+            mut h in proptest::collection::vec(proptest::prelude::any::<u8>(), 20..=20),
+            at in 0usize..9,
+            new: u16,
+        ) {
+            // Any IPv4 header (version nibble set, so the data is never all zeros) and any word but
+            // the checksum field changed.
+            h[0] = 0x45;
+            h[10..12].fill(0);
+            let c = internet(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let w = if at >= 5 { at + 1 } else { at } * 2;
+            let old = u16::from_be_bytes([h[w], h[w + 1]]);
+            h[w..w + 2].copy_from_slice(&new.to_be_bytes());
+            let inc = update16(c, old, new);
+            h[10..12].copy_from_slice(&inc.to_be_bytes());
+            proptest::prop_assert_eq!(internet(&h), 0);
+        }
     }
 }

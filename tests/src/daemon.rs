@@ -170,7 +170,11 @@ impl Daemon {
     pub fn public_copy(&self, file: &Path) -> PathBuf {
         let to = self.dir.join(file.file_name().expect("a file name"));
         if !to.exists() {
-            fs::copy(file, &to).expect("copying into the daemon's directory");
+            // Copied by `cp`, not from this process: a test thread that forks while we hold the
+            // copy open for writing would hand the descriptor to its child, and executing the
+            // copy would then fail with ETXTBSY ("Text file busy").
+            let ok = Command::new("cp").arg(file).arg(&to).status().is_ok_and(|s| s.success());
+            assert!(ok, "copying {} into the daemon's directory", file.display());
             fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         to
