@@ -103,6 +103,12 @@ impl Daemon {
     /// (if any) into `<dir>/ferrowall.conf`, where `{dir}` in it stands for the directory. Returns
     /// once the socket exists.
     pub fn start(prefix: &str, config: Option<&str>, files: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(None, prefix, config, files)
+    }
+
+    /// As [`Daemon::start`], inside network namespace `netns` when given (`ip netns exec` execs
+    /// the daemon in place, so its PID is the child's).
+    pub fn start_in(netns: Option<&str>, prefix: &str, config: Option<&str>, files: &[(&str, &str)]) -> Daemon {
         let b = bins();
         let dir = std::env::temp_dir().join(unique(prefix));
         fs::create_dir_all(&dir).expect("creating the daemon's directory");
@@ -115,7 +121,14 @@ impl Daemon {
         }
         let socket = dir.join("run").join("ctl.sock");
         let log = dir.join("daemon.log");
-        let mut cmd = Command::new(&b.ferrowall);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&b.ferrowall);
+                c
+            }
+            None => Command::new(&b.ferrowall),
+        };
         cmd.arg("run").arg("--ctl-socket").arg(&socket);
         if let Some(text) = config {
             let path = dir.join("ferrowall.conf");

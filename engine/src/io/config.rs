@@ -7,13 +7,19 @@
 //! rules = rules.conf                     # the rule file; relative to this file's directory
 //! max_connections = 262144               # the conntrack table's size
 //! timeout = dns inet udp unreplied 2 replied 5   # a timeout policy, in `nfct timeout add` syntax
+//! mode = router                          # router (AF_PACKET ports), tun or bridge
+//! interface = veth-cli 198.18.1.1/24 2001:2:0:1::1/64   # a port and ferrowall's own addresses on it
+//! interface = veth-srv 198.19.1.1/24 2001:2:0:2::1/64
+//! route = 198.20.0.0/16 via 198.19.1.2   # static routes (connected ones come from the addresses)
+//! workers = 2                            # worker threads (default: one per core)
 //! ```
 //!
-//! Every key is optional; `timeout` may be repeated (one policy each; they exist before the rule
+//! Every key is optional; `interface`, `route` and `timeout` may be repeated; `timeout` lines (one policy each; they exist before the rule
 //! file is loaded, so its `ct timeout set` can name them). An unknown or repeated key, a bad value
 //! or an unknown group is refused with `file:line: why`.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::timeouts::Declaration;
@@ -32,6 +38,54 @@ pub struct Config {
     pub max_connections: usize,
     /// Timeout policies to create at start, with the line declaring each.
     pub timeouts: Vec<(usize, Declaration)>,
+    /// How packets are forwarded (when there are interfaces).
+    pub mode: Mode,
+    /// The ports, with the line declaring each.
+    pub interfaces: Vec<(usize, Interface)>,
+    /// Static routes as written, with their line (parsed by the router).
+    pub routes: Vec<(usize, String)>,
+    /// Worker threads; `None`: one per core.
+    pub workers: Option<usize>,
+}
+
+/// How the daemon forwards packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// An L3 router over AF_PACKET ports.
+    #[default]
+    Router,
+    /// The kernel routes through ferrowall's TUN devices.
+    Tun,
+    /// An L2 bridge between AF_PACKET ports.
+    Bridge,
+}
+
+/// A port and ferrowall's own addresses on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub addrs: Vec<(IpAddr, u8)>,
+}
+
+impl Interface {
+    /// Parses `NAME [ADDR/LEN]...`.
+    fn parse(value: &str) -> Result<Interface, String> {
+        let mut words = value.split_whitespace();
+        let name = words.next().ok_or("an interface needs a name")?;
+        if name.len() > 15 {
+            return Err(format!("interface name `{name}` is longer than 15 bytes"));
+        }
+        let mut addrs = Vec::new();
+        for w in words {
+            let (a, len) = w.split_once('/').ok_or_else(|| format!("`{w}` needs a prefix length (ADDR/LEN)"))?;
+            let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` is not an IP address"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let len: u8 =
+                len.parse().ok().filter(|&l| l <= max).ok_or_else(|| format!("bad prefix length in `{w}`"))?;
+            addrs.push((addr, len));
+        }
+        Ok(Interface { name: name.to_owned(), addrs })
+    }
 }
 
 impl Default for Config {
@@ -42,6 +96,10 @@ impl Default for Config {
             rules: None,
             max_connections: crate::conntrack::DEFAULT_MAX,
             timeouts: Vec::new(),
+            mode: Mode::default(),
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            workers: None,
         }
     }
 }
@@ -105,6 +163,21 @@ impl Config {
                 c.timeouts.push((i + 1, d));
                 continue;
             }
+            match key {
+                "interface" => {
+                    let iface = Interface::parse(value).map_err(&err)?;
+                    if c.interfaces.iter().any(|(_, o)| o.name == iface.name) {
+                        return Err(err(format!("interface `{}` is declared twice", iface.name)));
+                    }
+                    c.interfaces.push((i + 1, iface));
+                    continue;
+                }
+                "route" => {
+                    c.routes.push((i + 1, value.to_owned()));
+                    continue;
+                }
+                _ => {}
+            }
             if seen.contains(&key) {
                 return Err(err(format!("`{key}` is set twice")));
             }
@@ -119,9 +192,18 @@ impl Config {
                     Ok(n) if n > 0 => c.max_connections = n,
                     _ => return Err(err(format!("max_connections must be a positive integer, not `{value}`"))),
                 },
-                "port" | "ports" => {
-                    return Err(err("ports are not supported yet: this version runs the control plane only".into()))
+                "mode" => {
+                    c.mode = match value {
+                        "router" => Mode::Router,
+                        "tun" => Mode::Tun,
+                        "bridge" => Mode::Bridge,
+                        _ => return Err(err(format!("mode must be router, tun or bridge, not `{value}`"))),
+                    }
                 }
+                "workers" => match value.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => c.workers = Some(n),
+                    _ => return Err(err(format!("workers must be between 1 and 256, not `{value}`"))),
+                },
                 _ => return Err(err(format!("unknown key `{key}`"))),
             }
             seen.push(key);
@@ -196,7 +278,23 @@ mod tests {
         assert_eq!(parse("rules = a\nrules = b").unwrap_err().line, 2);
         assert_eq!(parse("ctl_socket = ").unwrap_err().line, 1);
         assert_eq!(parse("ctl_socket = \"x").unwrap_err().line, 1);
-        assert!(parse("port = eth0").unwrap_err().why.contains("not supported"));
+        assert_eq!(parse("port = eth0").unwrap_err().why, "unknown key `port`");
+        assert_eq!(parse("mode = hub").unwrap_err().why, "mode must be router, tun or bridge, not `hub`");
+        assert_eq!(parse("workers = 0").unwrap_err().line, 1);
+        assert_eq!(parse("interface = a 198.18.0.1").unwrap_err().why, "`198.18.0.1` needs a prefix length (ADDR/LEN)");
+        assert_eq!(parse("interface = a 198.18.0.1/33").unwrap_err().why, "bad prefix length in `198.18.0.1/33`");
+        assert_eq!(parse("interface = a\ninterface = a").unwrap_err().line, 2);
+        assert!(parse("interface = averyveryverylongname").unwrap_err().why.contains("longer than 15"));
+    }
+
+    #[test]
+    fn router_keys() {
+        let c = parse("mode = bridge\ninterface = eth0 198.18.0.1/24 2001:2::1/64\ninterface = eth1\nroute = default via 198.18.0.254\nworkers = 2\n").unwrap();
+        assert_eq!(c.mode, Mode::Bridge);
+        assert_eq!(c.workers, Some(2));
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.interfaces[0].1.addrs, [("198.18.0.1".parse().unwrap(), 24), ("2001:2::1".parse().unwrap(), 64)]);
+        assert_eq!(c.routes, [(4, "default via 198.18.0.254".to_owned())]);
     }
 
     #[test]

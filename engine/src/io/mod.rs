@@ -7,21 +7,30 @@
 //! * [`port`]: the batch trait every datapath port implements, with [`afpacket`] (`AF_PACKET`
 //!   rings on an Ethernet interface), [`tun`] (TUN queues of raw IP) and [`pcap_port`] (replay and
 //!   capture files).
+//! * [`datapath`]: router-mode workers driving the ports through the router, rules and conntrack.
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
-//! socket and serves it until told to stop. The ports exist but no worker drives them yet: the
-//! daemon runs the control plane alone.
+//! socket and serves it until told to stop. With interfaces configured (router mode) it also starts
+//! the workers of [`datapath`]; without, it runs the control plane alone.
 
 pub mod afpacket;
 pub mod config;
 pub mod control_socket;
+pub mod datapath;
 pub mod pcap_port;
 pub mod port;
 mod sys;
 pub mod tun;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use config::Mode;
+use datapath::Shared;
+
+use crate::route::{parse_route, IcmpLimits, Iface, NeighConfig, Router};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
@@ -61,6 +70,8 @@ pub enum RunError {
     },
     Signals(io::Error),
     Loop(io::Error),
+    /// A datapath port could not be opened.
+    Ports(io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -71,6 +82,7 @@ impl fmt::Display for RunError {
             RunError::BindControl { path, source } => write!(f, "control socket {}: {source}", path.display()),
             RunError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             RunError::Loop(e) => write!(f, "control loop: {e}"),
+            RunError::Ports(e) => write!(f, "opening ports: {e}"),
         }
     }
 }
@@ -117,8 +129,26 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Signals first, so a stop request during start-up still removes the socket file.
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(RunError::Signals)?;
     let state = EngineState::from_config(&cfg, opts.config.as_deref())?;
-    let mut daemon =
-        Daemon { registry: state.registry, ct: state.ct, rules_path: cfg.rules.clone(), rules: state.rules };
+    let router = match cfg.interfaces.is_empty() {
+        true => None,
+        false => Some(Arc::new(build_router(&cfg, opts.config.as_deref())?)),
+    };
+    let shared = Arc::new(Shared::new(state.registry, state.ct, state.rules.unwrap_or_default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = match &router {
+        Some(r) => {
+            let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let w = datapath::start(shared.clone(), r.clone(), n, stop.clone()).map_err(RunError::Ports)?;
+            eprintln!(
+                "ferrowall: router on {} with {n} worker(s)",
+                r.ifaces().iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            w
+        }
+        None => Vec::new(),
+    };
+    let _stop_workers = StopWorkers { stop, workers };
+    let mut daemon = Daemon { shared, rules_path: cfg.rules.clone() };
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
     let _remove = SocketFile(path.clone());
@@ -166,18 +196,15 @@ fn load_rules(path: &Path, registry: &Registry) -> Result<RuleSet, String> {
     RuleSet::load(path, registry).map_err(|e| e.to_string())
 }
 
-/// The state the control plane serves.
+/// The state the control plane serves, shared with the workers.
 struct Daemon {
-    registry: Registry,
-    ct: Conntrack,
+    shared: Arc<Shared>,
     rules_path: Option<PathBuf>,
-    /// Held for the policy uses it takes; replaced whole on reload.
-    rules: Option<RuleSet>,
 }
 
 impl Backend for Daemon {
     fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>> {
-        let ctl = Control { registry: &self.registry, ct: &self.ct };
+        let ctl = Control { registry: &self.shared.registry, ct: &self.shared.ct };
         control::handle(&ctl, Peer { portid: peer.portid, privileged: peer.privileged }, datagram)
     }
 
@@ -185,9 +212,57 @@ impl Backend for Daemon {
         let Some(path) = &self.rules_path else {
             return Ok(());
         };
-        // Parse first; the running rules are replaced only by a rule set that loaded.
-        let next = load_rules(path, &self.registry)?;
-        self.rules = Some(next);
+        // Parse first; the running rules are replaced only by a rule set that loaded. Workers
+        // pick the new one up at their next batch; the old one (and its policy uses) goes when
+        // the last worker drops it.
+        let next = load_rules(path, &self.shared.registry)?;
+        self.shared.rules.store(Arc::new(next));
         Ok(())
     }
+}
+
+/// Stops the workers and waits for them when the daemon stops.
+struct StopWorkers {
+    stop: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StopWorkers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The router the configuration describes: its interfaces (MAC and MTU as the kernel reports
+/// them, our addresses from the configuration) and static routes.
+fn build_router(cfg: &Config, file: Option<&Path>) -> Result<Router, RunError> {
+    let err = |line: usize, why: String| {
+        RunError::Config(ConfigError { file: file.map(Path::to_path_buf).unwrap_or_default(), line, why })
+    };
+    if cfg.mode != Mode::Router {
+        let line = cfg.interfaces.first().map_or(0, |(l, _)| *l);
+        return Err(err(
+            line,
+            format!("mode {:?} is not supported by this version (router only)", cfg.mode).to_lowercase(),
+        ));
+    }
+    let mut ifaces = Vec::new();
+    for (id, (line, i)) in cfg.interfaces.iter().enumerate() {
+        let (mac, mtu) = datapath::link_info(&i.name).map_err(|e| err(*line, format!("interface {}: {e}", i.name)))?;
+        ifaces.push(Iface { id, name: i.name.clone(), mac, mtu, addrs: i.addrs.clone() });
+    }
+    let mut statics = Vec::new();
+    for (line, text) in &cfg.routes {
+        match parse_route(text) {
+            Ok(Some(r)) => statics.push(r),
+            Ok(None) => {}
+            Err(e) => return Err(err(*line, format!("route: column {}: {}", e.column, e.why))),
+        }
+    }
+    let first_route = cfg.routes.first().map_or(0, |(l, _)| *l);
+    Router::new(ifaces, &statics, NeighConfig::default(), IcmpLimits::default())
+        .map_err(|e| err(first_route, e.to_string()))
 }

@@ -1,0 +1,451 @@
+//! Router mode: worker threads that receive from AF_PACKET ports and run every packet through the
+//! router step, the rule set and conntrack (see `engine::route` for the order of steps).
+//!
+//! Each worker owns one port per interface (AF_PACKET, joined to a per-interface fanout group so
+//! the kernel spreads flows over workers and reassembles IPv4 fragments first) and its own mio
+//! loop. The conntrack table, the rule set (an `ArcSwap`, replaced whole on reload), the registry
+//! and the router (routes behind an `ArcSwap`, the neighbour cache) are shared.
+//!
+//! A received frame is borrowed from the ring; a packet that is forwarded is copied into the
+//! worker's scratch buffer, where the router rewrites its Ethernet header and TTL, and from there
+//! into the transmit ring. Frames whose checksum the sender left to offload (`CSUM_NOT_READY`)
+//! get it completed in the scratch copy before anything reads it: conntrack then verifies a real
+//! checksum, and the receiver gets one.
+#![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use proto::packet::{self, Packet, L4};
+
+use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
+use super::port::{Port, RxFlags, Tx};
+use crate::clock::Timestamp;
+use crate::conntrack::{Conntrack, CtState, Stats, Tracked};
+use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
+use crate::route::{icmp, Forward, Hop, Routed, Router, Rx};
+use crate::timeouts::Registry;
+
+/// Frames taken from a port per call.
+const RX_BATCH: usize = 64;
+/// How often a worker runs its timers (neighbour retries, conntrack sweep).
+const TICK: Duration = Duration::from_millis(100);
+/// Expired connections a worker removes per tick, at most.
+const SWEEP_BUDGET: usize = 4096;
+
+/// What the control plane and the workers share.
+pub struct Shared {
+    pub registry: Registry,
+    pub ct: Conntrack,
+    /// The running rule set; the control loop replaces it on reload.
+    pub rules: ArcSwap<RuleSet>,
+    /// The datapath's clock: nanoseconds since this instant.
+    pub epoch: Instant,
+    pub counters: Counters,
+}
+
+impl Shared {
+    /// The shared state of a daemon starting now (the clock's epoch).
+    pub fn new(registry: Registry, ct: Conntrack, rules: RuleSet) -> Shared {
+        Shared {
+            registry,
+            ct,
+            rules: ArcSwap::from_pointee(rules),
+            epoch: Instant::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Now, on the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.epoch.elapsed().as_nanos() as u64)
+    }
+}
+
+/// Datapath counters summed over workers (relaxed atomics, added once per batch).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rx: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub local: AtomicU64,
+    pub originated: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// A worker's counts within one batch, added to [`Counters`] at its end.
+#[derive(Default)]
+struct Batch {
+    rx: u64,
+    forwarded: u64,
+    local: u64,
+    dropped: u64,
+}
+
+/// One worker: its ports (index = interface id) and scratch space.
+struct Worker {
+    ports: Vec<AfPacket>,
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+/// Opens `workers` sets of ports on the router's interfaces and starts one thread each; they
+/// stop when `stop` is set.
+pub fn start(
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    // Fanout groups are per interface and must not collide with other processes' groups.
+    let base = (std::process::id() as u16).wrapping_mul(16);
+    let mut sets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut ports = Vec::new();
+        for ifc in router.ifaces() {
+            let cfg = AfPacketConfig {
+                fanout: (workers > 1).then_some(Fanout { group: base.wrapping_add(ifc.id as u16), defrag: true }),
+                ..AfPacketConfig::default()
+            };
+            ports.push(AfPacket::open(&ifc.name, &cfg).map_err(io::Error::other)?);
+        }
+        sets.push(ports);
+    }
+    let mut handles = Vec::new();
+    for (i, ports) in sets.into_iter().enumerate() {
+        let mut w = Worker {
+            ports,
+            shared: shared.clone(),
+            router: router.clone(),
+            stats: Stats::default(),
+            scratch: Vec::with_capacity(65_536 + 64),
+        };
+        let stop = stop.clone();
+        handles.push(std::thread::Builder::new().name(format!("ferrowall-w{i}")).spawn(move || {
+            if let Err(e) = w.run(&stop) {
+                eprintln!("ferrowall: worker {i}: {e}");
+            }
+        })?);
+    }
+    Ok(handles)
+}
+
+/// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
+/// transmit side the batch callback lends; the others are split around it.
+fn send(before: &mut [AfPacket], this: &mut dyn Tx, after: &mut [AfPacket], at: usize, to: usize, frame: &[u8]) {
+    let _ = match to {
+        t if t == at => this.tx(&[frame]),
+        t if t < at => before[t].tx(&[frame]),
+        t => match after.get_mut(t - at - 1) {
+            Some(p) => p.tx(&[frame]),
+            None => Ok(0),
+        },
+    };
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Some(fd) = p.raw_fd() {
+                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+            }
+        }
+        let mut events = Events::with_capacity(64);
+        let mut next_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+            // A few ports: serve all of them on every wake rather than track readiness per port
+            // (blocks retire on a timer, so readiness is coarse anyway).
+            for at in 0..self.ports.len() {
+                self.serve(at)?;
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                self.tick();
+            }
+            for p in &mut self.ports {
+                let _ = p.flush();
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the timers: neighbour retries and failures, the conntrack sweep.
+    fn tick(&mut self) {
+        let now = self.shared.now();
+        let t = self.router.tick(now);
+        for f in t.frames {
+            if let Some(p) = self.ports.get_mut(f.iface) {
+                let _ = p.tx(&[&f.frame]);
+            }
+        }
+        for e in t.errors {
+            self.originate(now, &e, None);
+        }
+        self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
+    }
+
+    /// Receives and handles what port `at` has.
+    fn serve(&mut self, at: usize) -> io::Result<()> {
+        let Worker { ports, shared, router, stats, scratch } = self;
+        let (before, rest) = ports.split_at_mut(at);
+        let Some((port, after)) = rest.split_first_mut() else { return Ok(()) };
+        let mut batch = Batch::default();
+        let mut originate: Vec<Vec<u8>> = Vec::new();
+        port.rx_batch(RX_BATCH, &mut |frames, this| {
+            let now = shared.now();
+            let rules = shared.rules.load();
+            for f in frames {
+                batch.rx += 1;
+                let mut out = |to: usize, frame: &[u8]| send(before, this, after, at, to, frame);
+                handle(
+                    shared,
+                    router,
+                    &rules,
+                    stats,
+                    scratch,
+                    now,
+                    at,
+                    f.data,
+                    f.flags,
+                    &mut out,
+                    &mut batch,
+                    &mut originate,
+                );
+            }
+        })?;
+        let c = &shared.counters;
+        c.rx.fetch_add(batch.rx, Ordering::Relaxed);
+        c.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
+        c.local.fetch_add(batch.local, Ordering::Relaxed);
+        c.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+        // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
+        let now = self.shared.now();
+        for d in originate {
+            self.originate(now, &d, Some(at));
+        }
+        Ok(())
+    }
+
+    /// A datagram the router originates: tracked (an ICMP error is RELATED, an echo reply
+    /// ESTABLISHED), the output chain, then routed and framed.
+    fn originate(&mut self, now: Timestamp, datagram: &[u8], _in_iface: Option<usize>) {
+        let Ok(p) = packet::parse_ip(datagram, 0) else { return };
+        let rules = self.shared.rules.load();
+        let mut t = self.shared.ct.track(now, datagram, &p, &mut self.stats);
+        let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &p, t.state);
+        if !matches!(d.verdict, Verdict::Accept) || self.shared.ct.confirm(&mut t, &mut self.stats).is_err() {
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.router.send_local(now, datagram) {
+            Ok(frames) => {
+                for f in frames {
+                    if let Some(port) = self.ports.get_mut(f.iface) {
+                        let _ = port.tx(&[&f.frame]);
+                    }
+                }
+                self.shared.counters.originated.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Completes the L4 checksum of a TCP or UDP packet whose sender left it to offload.
+fn complete_checksum(frame: &mut [u8], p: &Packet) {
+    let (at, proto) = match p.l4 {
+        L4::Tcp(_) => (16, 6),
+        L4::Udp(_) => (6, 17),
+        _ => return,
+    };
+    let (start, end) = (p.l4_offset, p.end);
+    if end < start + at + 2 {
+        return;
+    }
+    frame[start + at..start + at + 2].fill(0);
+    let seg = &frame[start..end];
+    let mut c = proto::checksum::l4(p.family, &p.src, &p.dst, proto, seg, seg.len());
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    frame[start + at..start + at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The answer a `reject` sends for `datagram` (an IP datagram), from our address facing its
+/// sender.
+fn reject_answer(router: &Router, in_iface: usize, datagram: &[u8], p: &Packet, kind: Reject) -> Option<Vec<u8>> {
+    match kind {
+        Reject::TcpReset => icmp::tcp_reset(datagram),
+        Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => {
+            let from = router.address_on(in_iface, p.family, &p.src)?;
+            icmp::port_unreachable(datagram, from)
+        }
+    }
+}
+
+/// One received frame, through the whole pipeline.
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    shared: &Shared,
+    router: &Router,
+    rules: &RuleSet,
+    stats: &mut Stats,
+    scratch: &mut Vec<u8>,
+    now: Timestamp,
+    at: usize,
+    frame: &[u8],
+    flags: RxFlags,
+    out: &mut dyn FnMut(usize, &[u8]),
+    batch: &mut Batch,
+    originate: &mut Vec<Vec<u8>>,
+) {
+    let p = match router.receive(now, at, frame) {
+        Rx::Ip(p) => p,
+        Rx::Handled(frames) => {
+            for f in frames {
+                out(f.iface, &f.frame);
+            }
+            return;
+        }
+        Rx::Drop(_) => {
+            batch.dropped += 1;
+            return;
+        }
+    };
+    // Work on a copy: the router rewrites headers in place, and a partial checksum is completed.
+    scratch.clear();
+    scratch.extend_from_slice(frame);
+    if flags.contains(RxFlags::CSUM_NOT_READY) {
+        complete_checksum(scratch, &p);
+    }
+    let ifaces = router.ifaces();
+    let iif = ifaces.get(at).map_or("", |i| i.name.as_str());
+    let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
+    if !matches!(pre.verdict, Verdict::Accept) {
+        batch.dropped += 1;
+        return;
+    }
+    let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, scratch, &p, stats) };
+    let datagram_range = p.l3_offset..p.end;
+    let decide = |hook: Hook, oif: &str, t: &Tracked| rules.eval(hook, &Meta { iif, oif }, &p, t.state);
+    match router.route(at, &p) {
+        Routed::Local { .. } | Routed::Broadcast => {
+            let d = decide(Hook::Input, "", &t);
+            match d.verdict {
+                Verdict::Accept => {
+                    let _ = shared.ct.confirm(&mut t, stats);
+                    batch.local += 1;
+                    match router.local(scratch, &p) {
+                        Forward::Reply(r) | Forward::Icmp(r) => originate.push(r),
+                        _ => {}
+                    }
+                }
+                Verdict::Drop => batch.dropped += 1,
+                Verdict::Reject(kind) => {
+                    batch.dropped += 1;
+                    originate.extend(reject_answer(router, at, &scratch[datagram_range], &p, kind));
+                }
+            }
+        }
+        Routed::Forward(hop) => {
+            forward(shared, router, stats, scratch, now, at, &p, hop, t, decide, out, batch, originate)
+        }
+        Routed::Unreachable => {
+            batch.dropped += 1;
+            originate.extend(router.error(now, icmp::IcmpKind::NetUnreachable, &scratch[datagram_range], Some(at)));
+        }
+        Routed::Drop(_) => batch.dropped += 1,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    shared: &Shared,
+    router: &Router,
+    stats: &mut Stats,
+    scratch: &mut [u8],
+    now: Timestamp,
+    at: usize,
+    p: &Packet,
+    hop: Hop,
+    mut t: Tracked,
+    decide: impl Fn(Hook, &str, &Tracked) -> crate::filter::Decision,
+    out: &mut dyn FnMut(usize, &[u8]),
+    batch: &mut Batch,
+    originate: &mut Vec<Vec<u8>>,
+) {
+    let oif = router.ifaces().get(hop.iface).map_or("", |i| i.name.as_str());
+    let d = decide(Hook::Forward, oif, &t);
+    match d.verdict {
+        Verdict::Accept => {}
+        Verdict::Drop => {
+            batch.dropped += 1;
+            return;
+        }
+        Verdict::Reject(kind) => {
+            batch.dropped += 1;
+            originate.extend(reject_answer(router, at, &scratch[p.l3_offset..p.end], p, kind));
+            return;
+        }
+    }
+    if let Some(policy) = &d.timeout {
+        t.set_policy(now, policy);
+    }
+    if let Some(mark) = d.mark {
+        t.set_mark(mark);
+    }
+    if shared.ct.confirm(&mut t, stats).is_err() {
+        batch.dropped += 1;
+        return;
+    }
+    match router.transmit(now, at, scratch, p, hop) {
+        Forward::Transmit { iface, start, end, .. } => {
+            out(iface, &scratch[start..end]);
+            batch.forwarded += 1;
+        }
+        Forward::Frames { iface, frames } => {
+            for f in &frames {
+                out(iface, f);
+            }
+            batch.forwarded += 1;
+        }
+        Forward::Queued { iface, request } => {
+            if let Some(r) = request {
+                out(iface, &r);
+            }
+            batch.forwarded += 1;
+        }
+        Forward::Icmp(e) | Forward::Reply(e) => {
+            batch.dropped += 1;
+            originate.push(e);
+        }
+        Forward::Deliver | Forward::Drop(_) => batch.dropped += 1,
+    }
+}
+
+/// The interface's MAC address and MTU, as the kernel reports them.
+pub fn link_info(name: &str) -> io::Result<([u8; 6], u16)> {
+    let read = |what: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{what}"));
+    let mac_text = read("address")?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = mac_text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{name}: not an Ethernet interface")));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad MAC"))?;
+    }
+    let mtu = read("mtu")?.trim().parse::<u16>().unwrap_or(1500);
+    Ok((mac, mtu))
+}
