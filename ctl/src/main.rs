@@ -54,6 +54,18 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Print the connection table, as `conntrack -L` prints it.
+    Conntrack {
+        /// The daemon's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Print the daemon's counters: datapath, connection table, rules with a `counter`.
+    Stats {
+        /// The daemon's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Manage timeout policies: nfct's `timeout` syntax, output and exit codes.
     ///
     /// list | add NAME inet|inet6 PROTO STATE VALUE... | get NAME | delete NAME | flush |
@@ -87,6 +99,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Conntrack { socket } => print_view(&socket_path(socket), private::SHOW_CONNTRACK, "conntrack"),
+        Cmd::Stats { socket } => print_view(&socket_path(socket), private::SHOW_STATS, "stats"),
         Cmd::Timeout { socket, json, args } => {
             let socket = socket_path(socket);
             let protocols = timeout::system_protocols();
@@ -169,6 +183,43 @@ fn exec(socket: &Path, command: &[OsString]) -> ExitCode {
     ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
 }
 
+/// Prints a view of the daemon's state (`ferroctl conntrack`, `ferroctl stats`).
+fn print_view(socket: &Path, what: u8, name: &str) -> ExitCode {
+    match show(socket, what) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferroctl: {name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Asks the daemon for view `what` and collects its text until `NLMSG_DONE`.
+fn show(socket: &Path, what: u8) -> Result<String, String> {
+    let (sock, portid) = connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let seq = 1;
+    sock.send(&private::show_request(seq, portid, what)).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut text = String::new();
+    loop {
+        let d = recv(&sock)?;
+        for m in netlink::Messages::new(&d) {
+            let m = m.map_err(|e| format!("malformed reply: {e:?}"))?;
+            let msg = &d[m.offset..];
+            match m.header.kind {
+                netlink::msg_type::DONE => return Ok(text),
+                netlink::msg_type::ERROR => {
+                    let (errno, _) = private::parse_error(msg).ok_or("malformed error message from the daemon")?;
+                    return Err(std::io::Error::from_raw_os_error(errno).to_string());
+                }
+                _ => text.push_str(&private::show_text(msg).unwrap_or_default()),
+            }
+        }
+    }
+}
+
 /// One datagram from the daemon.
 fn recv(sock: &Socket) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; 65536];
@@ -182,11 +233,7 @@ fn recv(sock: &Socket) -> Result<Vec<u8>, String> {
 
 fn reload(socket: &Path) -> Result<(), String> {
     let at = |e: std::io::Error| format!("{}: {e}", socket.display());
-    let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(at)?;
-    sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(at)?;
-    sock.connect(&SockAddr::unix(socket).map_err(at)?).map_err(at)?;
-    let hello = recv(&sock)?;
-    let portid = private::parse_hello(&hello).ok_or("unexpected greeting from the daemon")?;
+    let (sock, portid) = connect(socket)?;
     let seq = 1;
     sock.send(&private::reload_request(seq, portid)).map_err(at)?;
     loop {

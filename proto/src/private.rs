@@ -28,8 +28,21 @@ pub const MSG_HELLO: u8 = 0;
 pub const MSG_BIND: u8 = 1;
 /// Client → daemon: reload the rule file.
 pub const MSG_RELOAD: u8 = 2;
+/// Client → daemon: show a view of the daemon's state ([`ATTR_WHAT`]); answered with
+/// `NLM_F_MULTI` messages of the same type, each carrying an [`ATTR_TEXT`] chunk, then `NLMSG_DONE`.
+pub const MSG_SHOW: u8 = 3;
 /// be32 port id.
 pub const ATTR_PORTID: u16 = 1;
+/// u8: what [`MSG_SHOW`] shows ([`SHOW_CONNTRACK`], [`SHOW_STATS`]).
+pub const ATTR_WHAT: u16 = 2;
+/// NUL-terminated text: whole lines of the view.
+pub const ATTR_TEXT: u16 = 3;
+/// The connection table, as `conntrack -L` prints it.
+pub const SHOW_CONNTRACK: u8 = 0;
+/// Counters of the datapath, the table and the rules.
+pub const SHOW_STATS: u8 = 1;
+/// Text bytes per [`MSG_SHOW`] reply message (well under a 4096-byte datagram).
+pub const SHOW_CHUNK: usize = 3000;
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute carrying a NUL-terminated explanation.
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
 
@@ -60,6 +73,59 @@ pub fn reload_request(seq: u32, portid: u32) -> Vec<u8> {
     let mut b = MessageBuilder::new(nlmsg_type(MSG_RELOAD), flags::REQUEST | flags::ACK, seq, portid);
     b.nfgenmsg(Nfgenmsg::default());
     b.finish()
+}
+
+/// A show request (what `ferroctl conntrack` and `ferroctl stats` send).
+pub fn show_request(seq: u32, portid: u32, what: u8) -> Vec<u8> {
+    let mut b = MessageBuilder::new(nlmsg_type(MSG_SHOW), flags::REQUEST | flags::ACK, seq, portid);
+    b.nfgenmsg(Nfgenmsg::default()).put_u8(ATTR_WHAT, what);
+    b.finish()
+}
+
+/// What a show request asks for.
+pub fn show_what(msg: &[u8]) -> Option<u8> {
+    let h = Header::parse(msg).ok()?;
+    let end = (h.len as usize).min(msg.len());
+    let a = Attrs::new(msg.get(HDRLEN + Nfgenmsg::LEN..end)?)
+        .map_while(Result::ok)
+        .find(|a| a.kind == ATTR_WHAT && a.payload.len() == 1)?;
+    Some(a.payload[0])
+}
+
+/// The replies to show request `req`: `text` cut at line ends into chunks of at most
+/// [`SHOW_CHUNK`] bytes (a longer line goes alone), one message each, then `NLMSG_DONE`.
+pub fn show_replies(req: &Header, portid: u32, text: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut chunk = String::new();
+    let mut emit = |chunk: &mut String| {
+        let mut b = MessageBuilder::new(nlmsg_type(MSG_SHOW), flags::MULTI, req.seq, portid);
+        b.nfgenmsg(Nfgenmsg::default()).put_strz(ATTR_TEXT, chunk.as_bytes());
+        out.push(b.finish());
+        chunk.clear();
+    };
+    for line in text.split_inclusive('\n') {
+        if !chunk.is_empty() && chunk.len() + line.len() > SHOW_CHUNK {
+            emit(&mut chunk);
+        }
+        chunk.push_str(line);
+    }
+    if !chunk.is_empty() {
+        emit(&mut chunk);
+    }
+    out.push(netlink::done_message(req.seq, portid));
+    out
+}
+
+/// The text chunk of a show reply message.
+pub fn show_text(msg: &[u8]) -> Option<String> {
+    let h = Header::parse(msg).ok()?;
+    if h.kind != nlmsg_type(MSG_SHOW) {
+        return None;
+    }
+    let end = (h.len as usize).min(msg.len());
+    let a = Attrs::new(msg.get(HDRLEN + Nfgenmsg::LEN..end)?).map_while(Result::ok).find(|a| a.kind == ATTR_TEXT)?;
+    let text = a.payload.split(|&b| b == 0).next().unwrap_or(a.payload);
+    Some(String::from_utf8_lossy(text).into_owned())
 }
 
 /// Whether `datagram` starts with a message of the private subsystem.
@@ -127,6 +193,28 @@ pub fn parse_error(msg: &[u8]) -> Option<(i32, Option<String>)> {
         }
     }
     Some((code.wrapping_neg(), text))
+}
+
+#[cfg(test)]
+mod show_tests {
+    use super::*;
+
+    #[test]
+    fn show_round_trip_in_chunks() {
+        let req = show_request(7, 99, SHOW_CONNTRACK);
+        assert_eq!(show_what(&req), Some(SHOW_CONNTRACK));
+        let h = Header::parse(&req).unwrap();
+        let text: String = (0..200).map(|i| format!("line {i} {}\n", "x".repeat(40))).collect();
+        let replies = show_replies(&h, 99, &text);
+        assert!(replies.len() > 3, "cut into chunks");
+        assert!(replies.iter().all(|r| r.len() < 4096));
+        let last = Header::parse(replies.last().unwrap()).unwrap();
+        assert_eq!((last.kind, last.seq, last.pid), (msg_type::DONE, 7, 99));
+        let back: String = replies.iter().filter_map(|r| show_text(r)).collect();
+        assert_eq!(back, text);
+        // Nothing to show: DONE alone.
+        assert_eq!(show_replies(&h, 99, "").len(), 1);
+    }
 }
 
 #[cfg(test)]

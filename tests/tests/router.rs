@@ -107,6 +107,7 @@ impl Drop for Testbed {
 
 const CONFIG: &str = "interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
 interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
+timeout = short inet udp unreplied 5 replied 9
 rules = fw.rules
 workers = 2
 ";
@@ -116,6 +117,7 @@ const RULES: &str = r#"chain forward {
   ct state established,related accept
   ct state invalid drop
   iifname "r-srv" ct state new drop
+  udp dport 7777 ct timeout set "short" accept
   iifname "r-cli" accept
 }
 "#;
@@ -187,5 +189,71 @@ fn router_mode_forwards_filters_and_answers() {
     let dial = "import socket\ntry:\n  socket.create_connection(('198.18.1.2',2222),timeout=1.5); print('connected')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('timeout')\n";
     let out = tb.exec(&s, &["python3", "-c", dial]);
     assert_eq!(out.stdout.trim(), "timeout", "{out}");
+
+    // A policy attached by `ct timeout set` shows in the table with its value; a flow without
+    // one has the default.
+    let send = |port: u16| {
+        let code = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{}))\ns.sendto(b'x',('198.19.1.2',{port}))\n", 40000 + port);
+        let out = tb.exec(&c, &["python3", "-c", &code]);
+        assert_eq!(out.code, Some(0), "{out}");
+    };
+    let flow = |port: u16| -> Option<u64> {
+        let out = run(
+            Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["conntrack", "--socket"]).arg(&d.socket),
+            LIMIT,
+        );
+        assert_eq!(out.code, Some(0), "{out}");
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("udp ") && l.contains(&format!(" dport={port} ")))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+    };
+    send(7777);
+    send(7778);
+    let short = flow(7777).expect("the 7777 flow is tracked");
+    let default = flow(7778).expect("the 7778 flow is tracked");
+    assert!((3..=5).contains(&short), "policy 'short' (unreplied 5 s): {short}");
+    assert!(default > 25, "default unreplied 30 s: {default}");
+
+    // The real nfct, through the shim, lowers the default; the idle flow's next packet takes
+    // it, and the flow is gone 2 s later instead of 30.
+    let out = d.nfct(&["timeout", "default-set", "inet", "udp", "unreplied", "2"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    send(7778);
+    let refreshed = flow(7778).expect("still tracked");
+    assert!(refreshed <= 2, "new default applies at the next packet: {refreshed}");
+    let start = clock::now();
+    while flow(7778).is_some() {
+        assert!(start.elapsed() < Duration::from_secs(6), "the flow outlived its 2 s timeout");
+        clock::sleep(Duration::from_millis(250));
+    }
+
+    // Reloading the rules while a TCP transfer runs keeps the connection (the table stays; the
+    // new rule set accepts it as established).
+    let got = d.dir.join("during-reload");
+    let mut dl = Command::new("ip")
+        .args(["netns", "exec", &c, "curl", "-s", "-m", "30", "--limit-rate", "2M", "-o"])
+        .arg(&got)
+        .arg("http://198.19.1.2:8080/blob")
+        .spawn()
+        .expect("starting curl");
+    for _ in 0..3 {
+        clock::sleep(Duration::from_millis(800));
+        let out = run(
+            Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["reload", "--socket"]).arg(&d.socket),
+            LIMIT,
+        );
+        assert_eq!(out.code, Some(0), "reload: {out}");
+    }
+    let status = dl.wait().expect("curl");
+    assert!(status.success(), "the transfer broke during reloads: {status}\n{}", d.log());
+    assert_eq!(sha256(&got), want, "the download during reloads is corrupted");
+
+    // The counters saw the traffic.
+    let out =
+        run(Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["stats", "--socket"]).arg(&d.socket), LIMIT);
+    let forwarded: u64 =
+        out.stdout.split_whitespace().find_map(|w| w.strip_prefix("forwarded=")?.parse().ok()).unwrap_or(0);
+    assert!(forwarded > 10_000, "{out}");
     drop(d);
 }

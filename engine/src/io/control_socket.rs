@@ -56,6 +56,9 @@ pub trait Backend {
     fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>>;
     /// Re-reads the rule file; on error the running rules stay and the error says where and why.
     fn reload(&mut self) -> Result<(), String>;
+    /// The text of a view of the daemon's state ([`private::SHOW_CONNTRACK`],
+    /// [`private::SHOW_STATS`]); `None` for a view it does not know.
+    fn show(&mut self, what: u8) -> Option<String>;
 }
 
 const LISTENER: Token = Token(0);
@@ -294,6 +297,13 @@ impl ControlServer {
                     self.portids.insert(id);
                     vec![private::ack(&req, id)]
                 }
+            },
+            private::MSG_SHOW if !peer.privileged => {
+                vec![private::error(&req, peer.portid, Errno::EPERM, None)]
+            }
+            private::MSG_SHOW => match private::show_what(datagram).and_then(|w| backend.show(w)) {
+                Some(text) => private::show_replies(&req, peer.portid, &text),
+                None => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
             },
             private::MSG_RELOAD if !peer.privileged => {
                 vec![private::error(&req, peer.portid, Errno::EPERM, None)]

@@ -219,6 +219,44 @@ impl Backend for Daemon {
         self.shared.rules.store(Arc::new(next));
         Ok(())
     }
+
+    fn show(&mut self, what: u8) -> Option<String> {
+        let sh = &self.shared;
+        let now = sh.now();
+        match what {
+            proto::private::SHOW_CONNTRACK => {
+                let mut lines = Vec::new();
+                sh.ct.for_each(now, |c| lines.push((c.start, crate::display::conntrack_line(c, now))));
+                lines.sort();
+                Some(lines.into_iter().map(|(_, l)| l + "\n").collect())
+            }
+            proto::private::SHOW_STATS => {
+                use std::fmt::Write as _;
+                let c = &sh.counters;
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let mut t = String::new();
+                let _ = writeln!(
+                    t,
+                    "datapath: rx={} forwarded={} local={} originated={} dropped={}",
+                    n(&c.rx),
+                    n(&c.forwarded),
+                    n(&c.local),
+                    n(&c.originated),
+                    n(&c.dropped)
+                );
+                let _ = writeln!(t, "conntrack: count={} max={}", sh.ct.len(), sh.ct.max());
+                for r in sh.rules.load().counters() {
+                    let _ = writeln!(
+                        t,
+                        "rule {} line {}: packets={} bytes={} # {}",
+                        r.hook, r.line, r.packets, r.bytes, r.text
+                    );
+                }
+                Some(t)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Stops the workers and waits for them when the daemon stops.
