@@ -249,11 +249,29 @@ fn router_mode_forwards_filters_and_answers() {
     assert!(status.success(), "the transfer broke during reloads: {status}\n{}", d.log());
     assert_eq!(sha256(&got), want, "the download during reloads is corrupted");
 
+    // No route to 198.20.0.0/16: ferrowall answers net unreachable. A route added to the
+    // configuration takes effect at the next reload (the rules and the table stay).
+    let out = tb.exec(&c, &["ping", "-c", "1", "-W", "1", "198.20.0.5"]);
+    assert!(out.stdout.contains("From 198.18.1.1") && out.stdout.contains("Net Unreachable"), "{out}");
+    let conf = d.dir.join("ferrowall.conf");
+    let text = std::fs::read_to_string(&conf).expect("reading the configuration");
+    std::fs::write(&conf, format!("{text}route = 198.20.0.0/16 via 198.19.1.2\n")).expect("adding a route");
+    let out =
+        run(Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["reload", "--socket"]).arg(&d.socket), LIMIT);
+    assert_eq!(out.code, Some(0), "reload with a new route: {out}");
+    let out = tb.exec(&c, &["ping", "-c", "1", "-W", "1", "198.20.0.5"]);
+    assert!(!out.stdout.contains("Unreachable"), "the new route is used: {out}");
+
     // The counters saw the traffic.
     let out =
         run(Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["stats", "--socket"]).arg(&d.socket), LIMIT);
     let forwarded: u64 =
         out.stdout.split_whitespace().find_map(|w| w.strip_prefix("forwarded=")?.parse().ok()).unwrap_or(0);
     assert!(forwarded > 10_000, "{out}");
+    for iface in ["r-cli", "r-srv"] {
+        let line = out.stdout.lines().find(|l| l.starts_with(&format!("interface {iface}:"))).unwrap_or_default();
+        let rx: u64 = line.split_whitespace().find_map(|w| w.strip_prefix("rx_packets=")?.parse().ok()).unwrap_or(0);
+        assert!(rx > 1000, "per-interface counters of {iface}: {out}");
+    }
     drop(d);
 }

@@ -13,6 +13,7 @@
 //! checksum, and the receiver gets one.
 #![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use proto::packet::{self, Packet, L4};
 
 use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
-use super::port::{Port, RxFlags, Tx};
+use super::port::{Port, PortStats, RxFlags, Tx};
 use crate::clock::Timestamp;
 use crate::conntrack::{Conntrack, CtState, Stats, Tracked};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The datapath's clock: nanoseconds since this instant.
     pub epoch: Instant,
     pub counters: Counters,
+    /// Each worker's port counters, by (interface, worker), refreshed at every tick.
+    pub ports: parking_lot::Mutex<BTreeMap<(String, usize), PortStats>>,
 }
 
 impl Shared {
@@ -59,6 +62,7 @@ impl Shared {
             rules: ArcSwap::from_pointee(rules),
             epoch: Instant::now(),
             counters: Counters::default(),
+            ports: parking_lot::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -89,6 +93,7 @@ struct Batch {
 
 /// One worker: its ports (index = interface id) and scratch space.
 struct Worker {
+    id: usize,
     ports: Vec<AfPacket>,
     shared: Arc<Shared>,
     router: Arc<Router>,
@@ -121,6 +126,7 @@ pub fn start(
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
         let mut w = Worker {
+            id: i,
             ports,
             shared: shared.clone(),
             router: router.clone(),
@@ -191,11 +197,15 @@ impl Worker {
             self.originate(now, &e, None);
         }
         self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
+        let mut ports = self.shared.ports.lock();
+        for p in &mut self.ports {
+            ports.insert((p.name().to_owned(), self.id), p.stats());
+        }
     }
 
     /// Receives and handles what port `at` has.
     fn serve(&mut self, at: usize) -> io::Result<()> {
-        let Worker { ports, shared, router, stats, scratch } = self;
+        let Worker { ports, shared, router, stats, scratch, .. } = self;
         let (before, rest) = ports.split_at_mut(at);
         let Some((port, after)) = rest.split_first_mut() else { return Ok(()) };
         let mut batch = Batch::default();

@@ -15,6 +15,7 @@
 //! the workers of [`datapath`]; without, it runs the control plane alone.
 
 pub mod afpacket;
+pub mod bridge;
 pub mod config;
 pub mod control_socket;
 pub mod datapath;
@@ -22,6 +23,7 @@ pub mod pcap_port;
 pub mod port;
 mod sys;
 pub mod tun;
+pub mod tunnel;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use config::Mode;
 use datapath::Shared;
 
-use crate::route::{parse_route, IcmpLimits, Iface, NeighConfig, Router};
+use crate::route::{parse_route, IcmpLimits, Iface, NeighConfig, Router, StaticRoute};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
@@ -72,6 +74,8 @@ pub enum RunError {
     Loop(io::Error),
     /// A datapath port could not be opened.
     Ports(io::Error),
+    /// The configuration asks for something this version does not do.
+    Unsupported(String),
 }
 
 impl fmt::Display for RunError {
@@ -83,6 +87,7 @@ impl fmt::Display for RunError {
             RunError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             RunError::Loop(e) => write!(f, "control loop: {e}"),
             RunError::Ports(e) => write!(f, "opening ports: {e}"),
+            RunError::Unsupported(what) => write!(f, "{what}"),
         }
     }
 }
@@ -129,26 +134,26 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Signals first, so a stop request during start-up still removes the socket file.
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(RunError::Signals)?;
     let state = EngineState::from_config(&cfg, opts.config.as_deref())?;
-    let router = match cfg.interfaces.is_empty() {
-        true => None,
-        false => Some(Arc::new(build_router(&cfg, opts.config.as_deref())?)),
-    };
     let shared = Arc::new(Shared::new(state.registry, state.ct, state.rules.unwrap_or_default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = match &router {
-        Some(r) => {
-            let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let w = datapath::start(shared.clone(), r.clone(), n, stop.clone()).map_err(RunError::Ports)?;
-            eprintln!(
-                "ferrowall: router on {} with {n} worker(s)",
-                r.ifaces().iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-            );
-            w
+    let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let names = cfg.interfaces.iter().map(|(_, i)| i.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut router = None;
+    let workers = match cfg.mode {
+        _ if cfg.interfaces.is_empty() => Vec::new(),
+        Mode::Router => {
+            let r = Arc::new(build_router(&cfg, opts.config.as_deref())?);
+            router = Some(r.clone());
+            datapath::start(shared.clone(), r, n, stop.clone()).map_err(RunError::Ports)?
         }
-        None => Vec::new(),
+        Mode::Bridge => bridge::start(shared.clone(), &cfg, n, stop.clone())?,
+        Mode::Tun => tunnel::start(shared.clone(), &cfg, n, stop.clone())?,
     };
+    if !workers.is_empty() {
+        eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
+    }
     let _stop_workers = StopWorkers { stop, workers };
-    let mut daemon = Daemon { shared, rules_path: cfg.rules.clone() };
+    let mut daemon = Daemon { shared, rules_path: cfg.rules.clone(), router, config: opts.config.clone() };
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
     let _remove = SocketFile(path.clone());
@@ -200,6 +205,9 @@ fn load_rules(path: &Path, registry: &Registry) -> Result<RuleSet, String> {
 struct Daemon {
     shared: Arc<Shared>,
     rules_path: Option<PathBuf>,
+    /// Router mode's router, whose static routes a reload re-reads from `config`.
+    router: Option<Arc<Router>>,
+    config: Option<PathBuf>,
 }
 
 impl Backend for Daemon {
@@ -209,14 +217,26 @@ impl Backend for Daemon {
     }
 
     fn reload(&mut self) -> Result<(), String> {
-        let Some(path) = &self.rules_path else {
-            return Ok(());
+        // Parse everything first; nothing changes unless all of it loaded. Workers pick the new
+        // rule set up at their next batch; the old one (and its policy uses) goes when the last
+        // worker drops it. Routes are swapped whole; the neighbour cache stays.
+        let rules = match &self.rules_path {
+            Some(path) => Some(load_rules(path, &self.shared.registry)?),
+            None => None,
         };
-        // Parse first; the running rules are replaced only by a rule set that loaded. Workers
-        // pick the new one up at their next batch; the old one (and its policy uses) goes when
-        // the last worker drops it.
-        let next = load_rules(path, &self.shared.registry)?;
-        self.shared.rules.store(Arc::new(next));
+        let routes = match (&self.router, &self.config) {
+            (Some(router), Some(path)) => {
+                let cfg = Config::load(path).map_err(|e| e.to_string())?;
+                Some((router, static_routes(&cfg, Some(path)).map_err(|e| e.to_string())?))
+            }
+            _ => None,
+        };
+        if let Some((router, statics)) = routes {
+            router.replace_routes(&statics).map_err(|e| e.to_string())?;
+        }
+        if let Some(next) = rules {
+            self.shared.rules.store(Arc::new(next));
+        }
         Ok(())
     }
 
@@ -245,6 +265,26 @@ impl Backend for Daemon {
                     n(&c.dropped)
                 );
                 let _ = writeln!(t, "conntrack: count={} max={}", sh.ct.len(), sh.ct.max());
+                let mut by_iface: std::collections::BTreeMap<&str, port::PortStats> = Default::default();
+                let ports = sh.ports.lock();
+                for ((name, _worker), p) in ports.iter() {
+                    let s = by_iface.entry(name).or_default();
+                    s.rx_packets += p.rx_packets;
+                    s.rx_bytes += p.rx_bytes;
+                    s.rx_dropped += p.rx_dropped;
+                    s.tx_packets += p.tx_packets;
+                    s.tx_bytes += p.tx_bytes;
+                    s.tx_dropped += p.tx_dropped;
+                    s.tx_errors += p.tx_errors;
+                }
+                for (name, p) in by_iface {
+                    let _ = writeln!(
+                        t,
+                        "interface {name}: rx_packets={} rx_bytes={} rx_dropped={} tx_packets={} tx_bytes={} tx_dropped={} tx_errors={}",
+                        p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped, p.tx_errors
+                    );
+                }
+                drop(ports);
                 for r in sh.rules.load().counters() {
                     let _ = writeln!(
                         t,
@@ -274,32 +314,37 @@ impl Drop for StopWorkers {
     }
 }
 
+/// The static routes of the configuration (read from `file`, for error positions).
+fn static_routes(cfg: &Config, file: Option<&Path>) -> Result<Vec<StaticRoute>, RunError> {
+    let mut statics = Vec::new();
+    for (line, text) in &cfg.routes {
+        match parse_route(text) {
+            Ok(Some(r)) => statics.push(r),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(RunError::Config(ConfigError {
+                    file: file.map(Path::to_path_buf).unwrap_or_default(),
+                    line: *line,
+                    why: format!("route: column {}: {}", e.column, e.why),
+                }))
+            }
+        }
+    }
+    Ok(statics)
+}
+
 /// The router the configuration describes: its interfaces (MAC and MTU as the kernel reports
 /// them, our addresses from the configuration) and static routes.
 fn build_router(cfg: &Config, file: Option<&Path>) -> Result<Router, RunError> {
     let err = |line: usize, why: String| {
         RunError::Config(ConfigError { file: file.map(Path::to_path_buf).unwrap_or_default(), line, why })
     };
-    if cfg.mode != Mode::Router {
-        let line = cfg.interfaces.first().map_or(0, |(l, _)| *l);
-        return Err(err(
-            line,
-            format!("mode {:?} is not supported by this version (router only)", cfg.mode).to_lowercase(),
-        ));
-    }
     let mut ifaces = Vec::new();
     for (id, (line, i)) in cfg.interfaces.iter().enumerate() {
         let (mac, mtu) = datapath::link_info(&i.name).map_err(|e| err(*line, format!("interface {}: {e}", i.name)))?;
         ifaces.push(Iface { id, name: i.name.clone(), mac, mtu, addrs: i.addrs.clone() });
     }
-    let mut statics = Vec::new();
-    for (line, text) in &cfg.routes {
-        match parse_route(text) {
-            Ok(Some(r)) => statics.push(r),
-            Ok(None) => {}
-            Err(e) => return Err(err(*line, format!("route: column {}: {}", e.column, e.why))),
-        }
-    }
+    let statics = static_routes(cfg, file)?;
     let first_route = cfg.routes.first().map_or(0, |(l, _)| *l);
     Router::new(ifaces, &statics, NeighConfig::default(), IcmpLimits::default())
         .map_err(|e| err(first_route, e.to_string()))
