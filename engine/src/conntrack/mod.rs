@@ -34,11 +34,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use proto::packet::{parse_quoted, Family, Packet};
+use proto::packet::{parse_quoted, Packet};
 
 use crate::clock::Timestamp;
 use crate::sys;
-use crate::timeouts::{Defaults, Policy, Values};
+use crate::timeouts::{Defaults, Policy};
 pub use conn::{Conn, Status};
 use index::Index;
 pub use l4::{Config, Invalid, Proto, ProtoState, Verdict};
@@ -276,15 +276,6 @@ impl Conntrack {
     #[inline]
     fn shard(&self, h: u64) -> &Shard {
         &self.shards[(h >> 56) as usize % SHARDS]
-    }
-
-    /// The timeout values in force for a connection.
-    #[inline]
-    fn values<'a>(&'a self, c: &'a Conn) -> &'a Values {
-        match &c.policy {
-            Some(p) if !p.is_deleted() => &p.values,
-            _ => self.defaults.of(c.l4()),
-        }
     }
 
     /// Classifies one packet (`pkt` parsed from `buf`), updating the connection it belongs to.
@@ -698,20 +689,7 @@ impl Conntrack {
             }
         }
     }
-
-    /// The timeout values in force for `c` (its policy's or the defaults), for display.
-    pub fn values_of<'a>(&'a self, c: &'a Conn) -> &'a Values {
-        self.values(c)
-    }
 }
 
 #[cfg(test)]
 mod tests;
-
-/// Whether `f` is the family of a tuple (helper for display filters).
-pub fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
-    }
-}
