@@ -167,7 +167,12 @@ impl Worker {
         let mut events = Events::with_capacity(64);
         let mut next_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+            match poll.poll(&mut events, Some(Duration::from_millis(20))) {
+                Ok(()) => {}
+                // A signal delivered to this thread: not a reason to stop forwarding.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
             // A few ports: serve all of them on every wake rather than track readiness per port
             // (blocks retire on a timer, so readiness is coarse anyway).
             for at in 0..self.ports.len() {
@@ -273,7 +278,7 @@ impl Worker {
 }
 
 /// Completes the L4 checksum of a TCP or UDP packet whose sender left it to offload.
-fn complete_checksum(frame: &mut [u8], p: &Packet) {
+pub(crate) fn complete_checksum(frame: &mut [u8], p: &Packet) {
     let (at, proto) = match p.l4 {
         L4::Tcp(_) => (16, 6),
         L4::Udp(_) => (6, 17),

@@ -8,6 +8,8 @@
 //!   rings on an Ethernet interface), [`tun`] (TUN queues of raw IP) and [`pcap_port`] (replay and
 //!   capture files).
 //! * [`datapath`]: router-mode workers driving the ports through the router, rules and conntrack.
+//! * [`tunnel`]: TUN mode: the kernel routes through ferrowall's TUN devices, ferrowall filters.
+//! * [`bridge`]: bridge mode.
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control

@@ -4,8 +4,8 @@
 //! * the control plane's Unix `SOCK_SEQPACKET` calls std does not offer (listen, accept,
 //!   `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking `send`);
 //! * the ports' calls: `AF_PACKET` sockets and their options, [`Mmap`] (a ring shared with the
-//!   kernel, read and written through bounds-checked accessors), the TUN ioctls, and
-//!   [`unshare_netns`] for tests.
+//!   kernel, read and written through bounds-checked accessors), the TUN ioctls, the interface
+//!   flags and the rtnetlink socket of TUN mode, and [`unshare_netns`] for tests.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -252,6 +252,40 @@ pub(crate) fn if_mtu(name: &str) -> io::Result<u32> {
     syscall!(ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr as *mut libc::ifreq))?;
     // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`, an integer.
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// A datagram socket of `family` only to carry interface ioctls.
+fn ioctl_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // Arguments are constants; the call touches no memory of ours.
+    let fd = syscall!(socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Brings interface `name` up (`SIOCGIFFLAGS`, then `SIOCSIFFLAGS` with `IFF_UP` added).
+pub(crate) fn if_up(name: &str) -> io::Result<()> {
+    let sock = ioctl_socket(libc::AF_INET)?;
+    let mut ifr = ifreq(name)?;
+    // `ifr` is a live ifreq; SIOCGIFFLAGS writes the flags into its union.
+    syscall!(ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq))?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the union holds `ifru_flags`, an integer.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // `ifr` is a live ifreq holding the name and the new flags; SIOCSIFFLAGS only reads it.
+    syscall!(ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut ifr as *mut libc::ifreq))?;
+    Ok(())
+}
+
+/// A `NETLINK_ROUTE` socket, to send rtnetlink requests to the kernel with [`send`] (an unbound,
+/// unconnected netlink socket sends to the kernel) and read its answers with [`recv`].
+pub(crate) fn route_netlink() -> io::Result<OwnedFd> {
+    // Arguments are constants; the call touches no memory of ours.
+    let fd = syscall!(socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE))?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Moves the calling thread (only it: network namespaces are per thread) into a new, empty

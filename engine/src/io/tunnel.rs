@@ -1,19 +1,525 @@
-//! TUN mode: being written.
+//! TUN mode: the kernel routes, ferrowall filters.
+//!
+//! For each configured `interface` (a TUN device name) ferrowall creates the device, or attaches
+//! to a persistent one, with one queue per worker (`IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE`, see
+//! [`super::tun`]), gives it the configured addresses if any (optional: the set-up below needs
+//! none) and brings it up. The kernel's policy routing sends the traffic to be filtered into the
+//! device; each worker reads the datagrams of its queues and runs every one through
+//!
+//! 1. the `prerouting` chain (before tracking; `notrack` applies),
+//! 2. connection tracking,
+//! 3. the `forward` chain, with `iifname` = the TUN device and `oifname` = `""` (the kernel picks
+//!    the real output interface only after ferrowall has decided, so it is not known here),
+//!
+//! and, on accept, applies `ct timeout set` and the mark, confirms the connection and writes the
+//! datagram back, unchanged, into the same device: the kernel receives it as arriving on the TUN
+//! and routes it onward by its main table. A `reject` writes its answer into the TUN instead (a
+//! TCP RST, or an ICMP / ICMPv6 port unreachable whose source is the rejected datagram's
+//! destination, as if the destination had answered); like everything ferrowall originates it is
+//! tracked and passes the `output` chain (`iifname` and `oifname` both `""`). Drop and reject
+//! answer nothing else; a datagram that does not parse as IP is dropped.
+//!
+//! # The kernel set-up this expects
+//!
+//! Traffic entering from the real interfaces is routed into the TUN; what comes back out of the
+//! TUN is routed normally. With clients on `eth-cli`, servers on `eth-srv` and `interface = fw0`:
+//!
+//! ```text
+//! sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+//! sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.fw0.rp_filter=0   # once fw0 exists
+//! ip rule add iif eth-cli lookup 100
+//! ip rule add iif eth-srv lookup 100
+//! ip route add default dev fw0 table 100
+//! ip -6 rule add iif eth-cli lookup 100
+//! ip -6 rule add iif eth-srv lookup 100
+//! ip -6 route add default dev fw0 table 100
+//! # Fail closed: when fw0 is gone, table 100 answers "prohibited" instead of falling through
+//! # to the main table (a device ferrowall created vanishes with it, and its routes with it).
+//! ip route add prohibit default table 100 metric 4294967295
+//! ip -6 route add prohibit default table 100 metric 4294967295
+//! ```
+//!
+//! * The `iif` rules do not touch traffic for the router itself: the `local` table (rule 0) is
+//!   looked up first, so its own addresses, broadcasts, ARP and NDP never enter the TUN.
+//! * Forwarded packets cross the kernel twice (real interface → TUN, TUN → real interface), so
+//!   their TTL / hop limit drops by 2.
+//! * `rp_filter` must be off (or loose) on the TUN: the sources arriving there are reachable
+//!   through the real interfaces, which strict reverse-path filtering refuses.
+//! * The `fw0` routes can only be added once the device exists. Either add them after ferrowall
+//!   has started, or create the device persistent beforehand with the flags ferrowall attaches
+//!   with: `ip tuntap add dev fw0 mode tun multi_queue`. A persistent device also keeps its
+//!   routes while ferrowall restarts, and the kernel drops what it routes into a TUN no one reads.
+//! * The kernel completes checksums and segments GSO packets before handing them to a TUN
+//!   without offloads, so every datagram read is one full, checksummed IP datagram of at most the
+//!   TUN's MTU; keep the MTU equal to the real interfaces' (1500 by default).
+//! * Addresses given on the `interface` line are added with rtnetlink (`RTM_NEWADDR`, as `ip
+//!   address replace`: one already there is kept, so a restart on a persistent device is fine).
+//!   They are optional: the set-up above needs none. Mind that packets the kernel routes into the
+//!   TUN towards the TUN's own subnet come straight back to it after ferrowall writes them (the
+//!   TTL ends that loop).
+//!
+//! # What the rules see
+//!
+//! Every datagram arrives on the TUN, so `iifname` names the TUN, not the interface the packet
+//! entered the router by; write policies with addresses (`ip saddr 10.0.0.0/8 accept`). To keep
+//! interfaces apart, give each zone a TUN of its own: `ip rule add iif eth-cli lookup 100` with
+//! `default dev fw-cli table 100`, `ip rule add iif eth-srv lookup 101` with `default dev fw-srv
+//! table 101`, and two `interface` lines; `iifname "fw-cli"` then means "entered from the
+//! clients". The kernel may also send its own link-local traffic into the TUN (IPv6 multicast
+//! listener reports, router solicitations): it goes through `forward` like the rest.
+//!
+//! # Workers
+//!
+//! Worker `i` owns queue `i` of every TUN and one mio loop over their descriptors; the kernel
+//! spreads flows over the queues by hash. Readiness is edge-triggered, so a queue is read until it
+//! is empty (in batches, round-robin between queues). Nothing is allocated per packet: a datagram
+//! is read into the queue's buffer pool, tracked and filtered in place and written back from there
+//! (only a `reject` builds an answer). Datapath counters go to `shared.counters` once per batch
+//! (`local` stays 0: the router's own traffic never passes ferrowall), per-queue counters to
+//! `shared.ports` and the conntrack sweep runs at every tick. A TUN that disappears (`ip link
+//! del`) is no longer read, with a message; a worker left without TUNs stops (the control plane
+//! stays up).
+#![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
-use std::sync::atomic::AtomicBool;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::config::Config;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
+use proto::packet::{self, Family, Packet};
+
+use super::config::{Config, Interface};
 use super::datapath::Shared;
+use super::port::{Port, PortError, Tx};
+use super::sys;
+use super::tun::{Tun, TunQueue};
 use super::RunError;
+use crate::clock::Timestamp;
+use crate::conntrack::{CtState, Stats, Tracked};
+use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
+use crate::route::icmp;
 
-/// Starts the workers of this mode.
+/// Datagrams taken from a queue per call.
+const RX_BATCH: usize = 64;
+/// Batches taken from one queue before the next queue's turn.
+const DRAIN: usize = 8;
+/// How often a worker runs its timers (conntrack sweep, port counters).
+const TICK: Duration = Duration::from_millis(100);
+/// Expired connections a worker removes per tick, at most.
+const SWEEP_BUDGET: usize = 4096;
+
+/// Creates the TUN devices with `workers` queues each, configures them and starts one worker
+/// thread per queue index; they stop when `stop` is set.
 pub fn start(
-    _shared: Arc<Shared>,
-    _cfg: &Config,
-    _workers: usize,
-    _stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    cfg: &Config,
+    workers: usize,
+    stop: Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>, RunError> {
-    Err(RunError::Unsupported("mode tunnel is not supported by this version".into()))
+    let workers = workers.max(1);
+    let mut sets: Vec<Vec<TunQueue>> = (0..workers).map(|_| Vec::with_capacity(cfg.interfaces.len())).collect();
+    for (_, ifc) in &cfg.interfaces {
+        let queues = Tun::open(&ifc.name, workers).map_err(port_error)?;
+        configure(ifc)?;
+        for (set, q) in sets.iter_mut().zip(queues) {
+            set.push(q);
+        }
+    }
+    let mut handles = Vec::with_capacity(workers);
+    for (i, queues) in sets.into_iter().enumerate() {
+        let names = queues.iter().map(|q| q.name().to_owned()).collect();
+        let dead = vec![false; queues.len()];
+        let mut w = Worker { id: i, queues, names, dead, shared: shared.clone(), stats: Stats::default() };
+        let stop = stop.clone();
+        let h = std::thread::Builder::new().name(format!("ferrowall-t{i}")).spawn(move || {
+            if let Err(e) = w.run(&stop) {
+                eprintln!("ferrowall: worker {i}: {e}");
+            }
+        });
+        handles.push(h.map_err(RunError::Ports)?);
+    }
+    Ok(handles)
+}
+
+fn port_error(e: PortError) -> RunError {
+    RunError::Ports(io::Error::other(e))
+}
+
+/// Gives the device its configured addresses and brings it up.
+fn configure(ifc: &Interface) -> Result<(), RunError> {
+    let fail = |op: &'static str, e: io::Error| port_error(PortError::new(&ifc.name, op, e));
+    let index = sys::if_index(&ifc.name).map_err(|e| fail("finding the interface", e))?;
+    for &(addr, len) in &ifc.addrs {
+        add_address(index, addr, len).map_err(|e| {
+            RunError::Ports(io::Error::new(e.kind(), format!("port {}: assigning {addr}/{len}: {e}", ifc.name)))
+        })?;
+    }
+    sys::if_up(&ifc.name).map_err(|e| fail("bringing the interface up", e))
+}
+
+/// rtnetlink's `RTM_NEWADDR` and its attributes (`linux/rtnetlink.h`, `linux/if_addr.h`).
+const RTM_NEWADDR: u16 = 20;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+/// Adds `addr/len` to interface `index` with one `RTM_NEWADDR`, as `ip address replace` does (an
+/// address already there stays). Not with the `SIOCSIF*` ioctls: `SIOCSIFNETMASK` deletes and
+/// re-adds the address, and deleting a device's last IPv4 address flushes every route through
+/// the device, such as the administrator's `default dev fw0 table 100` on a persistent device.
+fn add_address(index: u32, addr: IpAddr, len: u8) -> io::Result<()> {
+    let (v4, v6);
+    let (family, bytes) = match addr {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            (libc::AF_INET as u8, &v4[..])
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            (libc::AF_INET6 as u8, &v6[..])
+        }
+    };
+    // struct ifaddrmsg: family, prefix length, flags, scope (universe), interface index.
+    let mut ifa = [family, len, 0, 0, 0, 0, 0, 0];
+    ifa[4..].copy_from_slice(&index.to_ne_bytes());
+    let mut m = MessageBuilder::new(RTM_NEWADDR, flags::REQUEST | flags::ACK | flags::CREATE | flags::REPLACE, 1, 0);
+    m.append(&ifa).put(IFA_LOCAL, bytes).put(IFA_ADDRESS, bytes);
+    let request = m.finish();
+    let sock = sys::route_netlink()?;
+    sys::send(sock.as_raw_fd(), &request)?;
+    // The kernel handles the request inside `send`: its answer is queued when that returns.
+    let mut buf = [0u8; 1024];
+    let got = sys::recv(sock.as_raw_fd(), &mut buf)?;
+    for m in Messages::new(&buf[..got.len]) {
+        let m = m.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let (msg_type::ERROR, Some(code)) = (m.header.kind, m.payload.get(..4)) {
+            let errno = -i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+            return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "no acknowledgement of RTM_NEWADDR"))
+}
+
+/// Datapath counts within one batch, added to the shared counters at its end.
+#[derive(Default)]
+struct Batch {
+    rx: u64,
+    forwarded: u64,
+    originated: u64,
+    dropped: u64,
+}
+
+/// One worker: queue `id` of every TUN (index = interface).
+struct Worker {
+    id: usize,
+    queues: Vec<TunQueue>,
+    /// The queues' interface names (`iifname`).
+    names: Vec<String>,
+    /// Queues whose device is gone, no longer read.
+    dead: Vec<bool>,
+    shared: Arc<Shared>,
+    stats: Stats,
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        for (i, q) in self.queues.iter().enumerate() {
+            if let Some(fd) = q.raw_fd() {
+                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+            }
+        }
+        let mut events = Events::with_capacity(64);
+        let mut next_tick = Instant::now();
+        // Datagrams may be queued already: readiness is edge-triggered, so read before waiting.
+        let mut busy = true;
+        while !stop.load(Ordering::Relaxed) {
+            let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
+            match poll.poll(&mut events, Some(wait.min(Duration::from_millis(20)))) {
+                Ok(()) => {}
+                // A signal for the daemon landed on this thread.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            busy = false;
+            for at in 0..self.queues.len() {
+                if self.dead[at] {
+                    continue;
+                }
+                match self.serve(at) {
+                    Ok(more) => busy |= more,
+                    // The device was deleted (EBADFD): the other TUNs go on.
+                    Err(e) => {
+                        eprintln!("ferrowall: worker {}: {}: {e}; no longer read", self.id, self.names[at]);
+                        if let Some(fd) = self.queues[at].raw_fd() {
+                            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        }
+                        self.dead[at] = true;
+                    }
+                }
+            }
+            if self.dead.iter().all(|&d| d) {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "every TUN is gone"));
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                self.tick();
+            }
+        }
+        Ok(())
+    }
+
+    /// The conntrack sweep, and the queues' counters published.
+    fn tick(&mut self) {
+        let now = self.shared.now();
+        self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
+        let mut ports = self.shared.ports.lock();
+        for q in &mut self.queues {
+            ports.insert((q.name().to_owned(), self.id), q.stats());
+        }
+    }
+
+    /// Reads and handles up to [`DRAIN`] batches from queue `at`; whether it may have more.
+    fn serve(&mut self, at: usize) -> io::Result<bool> {
+        let Worker { queues, names, shared, stats, .. } = self;
+        let (Some(q), Some(iif)) = (queues.get_mut(at), names.get(at)) else { return Ok(false) };
+        for _ in 0..DRAIN {
+            let mut batch = Batch::default();
+            let n = q.rx_batch(RX_BATCH, &mut |frames, tx| {
+                let now = shared.now();
+                let rules = shared.rules.load();
+                for f in frames {
+                    handle(shared, &rules, stats, now, iif, f.data, tx, &mut batch);
+                }
+            })?;
+            let c = &shared.counters;
+            c.rx.fetch_add(batch.rx, Ordering::Relaxed);
+            c.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
+            c.originated.fetch_add(batch.originated, Ordering::Relaxed);
+            c.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// One datagram read from TUN `iif`, through the rules and conntrack; what is accepted is written
+/// back through `tx`.
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    shared: &Shared,
+    rules: &RuleSet,
+    stats: &mut Stats,
+    now: Timestamp,
+    iif: &str,
+    datagram: &[u8],
+    tx: &mut dyn Tx,
+    batch: &mut Batch,
+) {
+    batch.rx += 1;
+    let Ok(p) = packet::parse_ip(datagram, 0) else {
+        batch.dropped += 1;
+        return;
+    };
+    let meta = Meta { iif, oif: "" };
+    let pre = rules.eval(Hook::Prerouting, &meta, &p, CtState::Untracked);
+    match pre.verdict {
+        Verdict::Accept => {}
+        Verdict::Drop => {
+            batch.dropped += 1;
+            return;
+        }
+        Verdict::Reject(kind) => {
+            batch.dropped += 1;
+            reject(shared, rules, stats, now, datagram, &p, kind, tx, batch);
+            return;
+        }
+    }
+    let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, datagram, &p, stats) };
+    let d = rules.eval(Hook::Forward, &meta, &p, t.state);
+    match d.verdict {
+        Verdict::Accept => {}
+        Verdict::Drop => {
+            batch.dropped += 1;
+            return;
+        }
+        Verdict::Reject(kind) => {
+            batch.dropped += 1;
+            reject(shared, rules, stats, now, datagram, &p, kind, tx, batch);
+            return;
+        }
+    }
+    if let Some(policy) = &d.timeout {
+        t.set_policy(now, policy);
+    }
+    if let Some(mark) = d.mark {
+        t.set_mark(mark);
+    }
+    if shared.ct.confirm(&mut t, stats).is_err() {
+        batch.dropped += 1;
+        return;
+    }
+    // The port counts what the kernel refuses; a failing device shows up at the next read.
+    match tx.tx(&[datagram]) {
+        Ok(1) => batch.forwarded += 1,
+        _ => batch.dropped += 1,
+    }
+}
+
+/// `reject` of `datagram`: its answer, tracked and through the `output` chain, into the TUN.
+#[allow(clippy::too_many_arguments)]
+fn reject(
+    shared: &Shared,
+    rules: &RuleSet,
+    stats: &mut Stats,
+    now: Timestamp,
+    datagram: &[u8],
+    p: &Packet,
+    kind: Reject,
+    tx: &mut dyn Tx,
+    batch: &mut Batch,
+) {
+    let answer = match kind {
+        Reject::TcpReset => icmp::tcp_reset(datagram),
+        Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => icmp::port_unreachable(datagram, destination(p)),
+    };
+    let Some(answer) = answer else { return };
+    let Ok(a) = packet::parse_ip(&answer, 0) else { return };
+    let mut t = shared.ct.track(now, &answer, &a, stats);
+    let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &a, t.state);
+    if !matches!(d.verdict, Verdict::Accept) || shared.ct.confirm(&mut t, stats).is_err() {
+        return;
+    }
+    if let Ok(1) = tx.tx(&[&answer]) {
+        batch.originated += 1;
+    }
+}
+
+/// The destination address of `p`, the source of an answer on its destination's behalf.
+fn destination(p: &Packet) -> IpAddr {
+    match p.family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(p.dst)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proto::build::PacketBuilder;
+    use proto::packet::{parse_ip, tcp_flags, L4};
+
+    use super::*;
+    use crate::conntrack::{self, Conntrack};
+    use crate::timeouts::Registry;
+
+    /// What the worker wrote into the TUN.
+    #[derive(Default)]
+    struct Sink(Vec<Vec<u8>>);
+
+    impl Tx for Sink {
+        fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+            self.0.extend(frames.iter().map(|f| f.to_vec()));
+            Ok(frames.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const RULES: &str = r#"chain prerouting { udp dport 53 notrack; }
+chain forward {
+  policy drop
+  iifname != "fw0" drop
+  ct state established,related accept
+  udp dport 53 accept
+  tcp dport 2223 reject
+  udp dport 9998 reject
+  ip saddr 10.1.0.0/16 accept
+  ip6 saddr 2001:db8:1::/48 accept
+}
+"#;
+
+    fn shared() -> Shared {
+        let registry = Registry::new();
+        let rules = RuleSet::parse("fw.rules", RULES, &registry).unwrap();
+        Shared::new(registry, Conntrack::new(1024, conntrack::Config::default()), rules)
+    }
+
+    /// Runs `datagrams` through the pipeline as read from `fw0`; what was written back.
+    fn feed(sh: &Shared, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Batch) {
+        let (mut sink, mut batch, mut stats) = (Sink::default(), Batch::default(), Stats::default());
+        let rules = sh.rules.load();
+        for d in datagrams {
+            handle(sh, &rules, &mut stats, Timestamp::from_secs(1), "fw0", d, &mut sink, &mut batch);
+        }
+        (sink.0, batch)
+    }
+
+    const CLI: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const SRV: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+
+    #[test]
+    fn accepted_datagrams_go_back_unchanged_and_replies_are_established() {
+        let sh = shared();
+        let out = PacketBuilder::v4(CLI, SRV).udp(4000, 7000, b"q");
+        let back = PacketBuilder::v4(SRV, CLI).udp(7000, 4000, b"r");
+        let (written, b) = feed(&sh, &[out.clone(), back.clone()]);
+        assert_eq!(written, [out, back]);
+        assert_eq!((b.rx, b.forwarded, b.dropped, b.originated), (2, 2, 0, 0));
+        assert_eq!(sh.ct.len(), 1);
+    }
+
+    #[test]
+    fn new_connections_from_elsewhere_are_dropped_untracked() {
+        let sh = shared();
+        let syn = PacketBuilder::v4(SRV, CLI).tcp(5000, 22, 1, 0, tcp_flags::SYN, 1000, &[], &[]);
+        let (written, b) = feed(&sh, &[syn, vec![0x45, 0, 0]]);
+        assert!(written.is_empty());
+        assert_eq!((b.rx, b.forwarded, b.dropped), (2, 0, 2));
+        assert_eq!(sh.ct.len(), 0, "a dropped packet leaves no connection");
+        // Another interface's datagram (a second TUN the rules do not accept) is dropped too.
+        let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
+        let d = PacketBuilder::v4(CLI, SRV).udp(1, 2, b"x");
+        handle(&sh, &sh.rules.load(), &mut st, Timestamp::from_secs(1), "fw1", &d, &mut sink, &mut batch);
+        assert!(sink.0.is_empty() && batch.dropped == 1);
+    }
+
+    #[test]
+    fn notrack_in_prerouting_bypasses_the_table() {
+        let sh = shared();
+        let (written, b) = feed(&sh, &[PacketBuilder::v4(CLI, SRV).udp(4000, 53, b"q")]);
+        assert_eq!((written.len(), b.forwarded), (1, 1));
+        assert_eq!(sh.ct.len(), 0);
+    }
+
+    #[test]
+    fn a_reject_answers_in_the_destinations_name() {
+        let sh = shared();
+        let syn = PacketBuilder::v4(CLI, SRV).tcp(5000, 2223, 77, 0, tcp_flags::SYN, 1000, &[], &[]);
+        let (written, b) = feed(&sh, &[syn]);
+        assert_eq!((b.dropped, b.originated, written.len()), (1, 1, 1));
+        let rst = parse_ip(&written[0], 0).unwrap();
+        assert_eq!((&rst.src[..4], &rst.dst[..4]), (&SRV.octets()[..], &CLI.octets()[..]));
+        let L4::Tcp(t) = rst.l4 else { panic!("not TCP: {rst:?}") };
+        assert_eq!((t.sport, t.dport, t.ack, t.flags & tcp_flags::RST != 0), (2223, 5000, 78, true));
+
+        let (cli6, srv6): (Ipv6Addr, Ipv6Addr) = ("2001:db8:1::2".parse().unwrap(), "2001:db8:2::2".parse().unwrap());
+        let (written, b) = feed(&sh, &[PacketBuilder::v6(cli6, srv6).udp(4000, 9998, b"q")]);
+        assert_eq!((b.dropped, b.originated, written.len()), (1, 1, 1));
+        let unreach = parse_ip(&written[0], 0).unwrap();
+        assert_eq!((unreach.src, unreach.dst), (srv6.octets(), cli6.octets()));
+        let L4::Icmpv6(i) = unreach.l4 else { panic!("not ICMPv6: {unreach:?}") };
+        assert_eq!((i.ty, i.code), (1, 4), "port unreachable");
+        assert_eq!(sh.ct.len(), 0, "neither the rejected flows nor the answers stay in the table");
+    }
 }
