@@ -6,11 +6,13 @@
 //! * [`defrag`]: IPv4/IPv6 reassembly ahead of tracking, as the kernel's defragmentation does.
 //! * [`route`]: router mode: longest-prefix routes, the ARP/NDP neighbour cache, ICMP errors and
 //!   the per-packet router step.
+//! * [`bridge`]: bridge mode's forwarding database (MAC learning, ageing, flooding decisions).
 //! * [`replay`]: a capture run through the engine, the table printed as `conntrack -L` prints it.
 //!
 //! Time is always an argument ([`clock::Timestamp`]); nothing here reads a clock, sleeps or opens a
 //! socket (a clippy `disallowed-methods` list enforces the first two).
 
+pub mod bridge;
 pub mod clock;
 pub mod conntrack;
 pub mod control;
