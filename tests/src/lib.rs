@@ -6,7 +6,8 @@
 //! compares per-packet ct states and the final `conntrack -L` tables ([`compare`]).
 //! [`scenario`] ties them together; [`cmd`] runs the command-line tools and [`clock`] holds the
 //! harness's wall-clock reads. [`daemon`] runs the real `ferrowall run` daemon and its clients
-//! (`ferroctl`, nfct through the shim) for the end-to-end tests.
+//! (`ferroctl`, nfct through the shim) for the end-to-end tests; [`testbed_ns`] holds the namespaces
+//! and tools of the datapath end-to-end tests (router, bridge and TUN mode).
 
 pub mod clock;
 pub mod cmd;
@@ -17,3 +18,4 @@ pub mod netns;
 pub mod scenario;
 pub mod scenarios;
 pub mod testbed;
+pub mod testbed_ns;

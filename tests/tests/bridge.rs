@@ -3,97 +3,30 @@
 //! IPv6), real traffic from real tools, and a rule set that lets the client side open connections
 //! and the server side only answer.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use ferrowall_tests::daemon::{unique, Daemon};
+use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, random_file, sha256, Testbed, C, S};
 
-use ferrowall_tests::clock;
-use ferrowall_tests::daemon::{bins, run, unique, Daemon, Out};
-
-const C: &str = "c0";
-const S: &str = "s0";
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Three namespaces joined by two veth pairs, the bridge's ends in the middle one; removed (with
-/// the processes started in them, by PID) when dropped, also when the test fails.
-struct Testbed {
-    c: String,
-    b: String,
-    s: String,
-    children: Vec<Child>,
-}
-
-fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args), LIMIT);
-    assert_eq!(out.code, Some(0), "ip {args:?}: {out}");
-}
-
-impl Testbed {
-    fn new() -> Testbed {
-        let base = unique("fwb-");
-        let tb =
-            Testbed { c: format!("{base}-c"), b: format!("{base}-b"), s: format!("{base}-s"), children: Vec::new() };
-        for ns in [&tb.c, &tb.b, &tb.s] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        // The bridge namespace's own stack stays out of the way: no addresses, no IPv6 (so it
-        // sends no router solicitations or DAD probes of its own), no forwarding.
-        let out = tb.exec(
-            &tb.b,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-                "net.ipv4.ip_forward=0",
-            ],
-        );
-        assert_eq!(out.code, Some(0), "{out}");
-        ip(&["link", "add", C, "netns", &tb.c, "type", "veth", "peer", "name", "b-cli", "netns", &tb.b]);
-        ip(&["link", "add", S, "netns", &tb.s, "type", "veth", "peer", "name", "b-srv", "netns", &tb.b]);
-        ip(&["-n", &tb.c, "addr", "add", "198.18.2.2/24", "dev", C]);
-        ip(&["-n", &tb.c, "addr", "add", "2001:2:0:3::2/64", "dev", C, "nodad"]);
-        ip(&["-n", &tb.s, "addr", "add", "198.18.2.3/24", "dev", S]);
-        ip(&["-n", &tb.s, "addr", "add", "2001:2:0:3::3/64", "dev", S, "nodad"]);
-        for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.b, "b-cli"), (&tb.b, "b-srv")] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            // No GSO/TSO super-frames or partial checksums from the endpoints, no GRO on the
-            // bridge's ports: ferrowall has no vnet headers (a frame is at most one MTU).
-            let out = tb.exec(ns, &["ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
-            assert_eq!(out.code, Some(0), "ethtool on {dev}: {out}");
-        }
-        tb
+/// Three namespaces joined by two veth pairs, the bridge's ends in the middle one.
+fn testbed() -> Testbed {
+    let tb = Testbed::namespaces("fwb-", "b");
+    // The bridge namespace's own stack stays out of the way: no addresses, no IPv6 (so it
+    // sends no router solicitations or DAD probes of its own), no forwarding.
+    let out = tb.sysctl(
+        &tb.m,
+        &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    tb.veths("b-cli", "b-srv");
+    addresses(&tb.c, C, "198.18.2.2/24", "2001:2:0:3::2/64");
+    addresses(&tb.s, S, "198.18.2.3/24", "2001:2:0:3::3/64");
+    for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "b-cli"), (&tb.m, "b-srv")] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+        // No GSO/TSO super-frames or partial checksums from the endpoints, no GRO on the
+        // bridge's ports: ferrowall has no vnet headers (a frame is at most one MTU).
+        let out = tb.offloads_off(ns, dev);
+        assert_eq!(out.code, Some(0), "ethtool on {dev}: {out}");
     }
-
-    /// Runs `args` in namespace `ns` and waits (bounded).
-    fn exec(&self, ns: &str, args: &[&str]) -> Out {
-        run(Command::new("ip").args(["netns", "exec", ns]).args(args), LIMIT)
-    }
-
-    /// Starts `args` in namespace `ns` in the background; it is killed when the testbed goes.
-    fn spawn(&mut self, ns: &str, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting a server");
-        self.children.push(child);
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.c, &self.b, &self.s] {
-            let _ = run(Command::new("ip").args(["netns", "del", ns]), LIMIT);
-        }
-    }
+    tb
 }
 
 const CONFIG: &str = "mode = bridge
@@ -118,26 +51,10 @@ const RULES: &str = r#"chain forward {
 }
 "#;
 
-fn sha256(path: &std::path::Path) -> String {
-    let out = run(Command::new("sha256sum").arg(path), LIMIT);
-    out.stdout.split_whitespace().next().unwrap_or_default().to_owned()
-}
-
-fn ferroctl(d: &Daemon, what: &str) -> Out {
-    let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);
-    assert_eq!(out.code, Some(0), "ferroctl {what}: {out}");
-    out
-}
-
-/// A value `key=N` in `text`.
-fn field(text: &str, key: &str) -> u64 {
-    text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn bridge_mode_learns_forwards_and_filters() {
-    let mut tb = Testbed::new();
-    let d = Daemon::start_in(Some(&tb.b), "ferrowall-bridge-", Some(CONFIG), &[("fw.rules", RULES)]);
+    let mut tb = testbed();
+    let d = Daemon::start_in(Some(&tb.m), "ferrowall-bridge-", Some(CONFIG), &[("fw.rules", RULES)]);
     let (c, s) = (tb.c.clone(), tb.s.clone());
 
     // ICMP echo across the bridge, IPv4 (ARP passes unfiltered) and IPv6 (NDP is accepted by
@@ -153,26 +70,14 @@ fn bridge_mode_learns_forwards_and_filters() {
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
     let blob = d.dir.join("blob");
-    // (Written by dd: random bytes are not UTF-8, so they cannot come back through `run`.)
-    let of = format!("of={}", blob.display());
-    let out =
-        run(Command::new("dd").args(["if=/dev/urandom", &of, "bs=1000000", "count=10", "iflag=fullblock"]), LIMIT);
-    assert_eq!(out.code, Some(0), "{out}");
+    random_file(&blob, 10);
     assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).ok(), Some(10_000_000));
     let dir = d.dir.to_string_lossy().into_owned();
     tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
     let want = sha256(&blob);
     for url in ["http://198.18.2.3:8080/blob", "http://[2001:2:0:3::3]:8080/blob"] {
         let got = d.dir.join(unique("got-"));
-        let mut ok = false;
-        let start = clock::now();
-        while !ok && start.elapsed() < Duration::from_secs(20) {
-            let out = tb.exec(&c, &["curl", "-s", "-m", "20", "-o", &got.to_string_lossy(), url]);
-            ok = out.code == Some(0);
-            if !ok {
-                clock::sleep(Duration::from_millis(200)); // the server may still be starting
-            }
-        }
+        let ok = tb.download(&c, url, &got, "20");
         assert!(ok, "download of {url} failed\n{}", d.log());
         assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
     }

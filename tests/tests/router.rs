@@ -2,107 +2,36 @@
 //! router between them (in a third namespace whose own kernel stack has no addresses), real
 //! traffic from real tools, the rule set enforcing a one-way policy.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferrowall_tests::clock;
-use ferrowall_tests::daemon::{run, unique, Daemon, Out};
+use ferrowall_tests::daemon::{run, unique, Daemon};
+use ferrowall_tests::testbed_ns::{addresses, ip, random_file, sha256, Testbed, C, LIMIT, S};
 
-const C: &str = "c0";
-const S: &str = "s0";
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Three namespaces joined by two veth pairs; removed (with the processes started in them, by
-/// PID) when dropped.
-struct Testbed {
-    c: String,
-    r: String,
-    s: String,
-    children: Vec<Child>,
-}
-
-fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args), LIMIT);
-    assert_eq!(out.code, Some(0), "ip {args:?}: {out}");
-}
-
-impl Testbed {
-    fn new() -> Testbed {
-        let base = unique("fwr-");
-        let tb =
-            Testbed { c: format!("{base}-c"), r: format!("{base}-r"), s: format!("{base}-s"), children: Vec::new() };
-        for ns in [&tb.c, &tb.r, &tb.s] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["link", "add", C, "netns", &tb.c, "type", "veth", "peer", "name", "r-cli", "netns", &tb.r]);
-        ip(&["link", "add", S, "netns", &tb.s, "type", "veth", "peer", "name", "r-srv", "netns", &tb.r]);
-        ip(&["-n", &tb.c, "addr", "add", "198.18.1.2/24", "dev", C]);
-        ip(&["-n", &tb.c, "addr", "add", "2001:2:0:1::2/64", "dev", C, "nodad"]);
-        ip(&["-n", &tb.s, "addr", "add", "198.19.1.2/24", "dev", S]);
-        ip(&["-n", &tb.s, "addr", "add", "2001:2:0:2::2/64", "dev", S, "nodad"]);
-        for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.r, "r-cli"), (&tb.r, "r-srv")] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            // No GSO/TSO super-frames or partial checksums from the endpoints: ferrowall has no
-            // vnet headers yet (a frame is at most one MTU).
-            let _ = run(
-                Command::new("ip").args([
-                    "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-                ]),
-                LIMIT,
-            );
-        }
-        // The router namespace's own stack stays out of the way: no addresses, no IPv6, no forwarding.
-        let out = run(
-            Command::new("ip").args([
-                "netns",
-                "exec",
-                &tb.r,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-                "net.ipv4.ip_forward=0",
-            ]),
-            LIMIT,
-        );
-        assert_eq!(out.code, Some(0), "{out}");
-        ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
-        ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
-        ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
-        ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
-        tb
+/// Three namespaces joined by two veth pairs, ferrowall's router in the middle one.
+fn testbed() -> Testbed {
+    let tb = Testbed::namespaces("fwr-", "r");
+    tb.veths("r-cli", "r-srv");
+    addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
+    addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
+    for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "r-cli"), (&tb.m, "r-srv")] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+        // No GSO/TSO super-frames or partial checksums from the endpoints: ferrowall has no
+        // vnet headers yet (a frame is at most one MTU).
+        let _ = tb.offloads_off(ns, dev);
     }
-
-    /// Runs `args` in namespace `ns` and waits (bounded).
-    fn exec(&self, ns: &str, args: &[&str]) -> Out {
-        run(Command::new("ip").args(["netns", "exec", ns]).args(args), LIMIT)
-    }
-
-    /// Starts `args` in namespace `ns` in the background; it is killed when the testbed goes.
-    fn spawn(&mut self, ns: &str, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting a server");
-        self.children.push(child);
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.c, &self.r, &self.s] {
-            let _ = run(Command::new("ip").args(["netns", "del", ns]), LIMIT);
-        }
-    }
+    // The router namespace's own stack stays out of the way: no addresses, no IPv6, no forwarding.
+    let out = tb.sysctl(
+        &tb.m,
+        &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
+    ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
+    ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
+    ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
+    tb
 }
 
 const CONFIG: &str = "interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
@@ -122,15 +51,10 @@ const RULES: &str = r#"chain forward {
 }
 "#;
 
-fn sha256(path: &std::path::Path) -> String {
-    let out = run(Command::new("sha256sum").arg(path), LIMIT);
-    out.stdout.split_whitespace().next().unwrap_or_default().to_owned()
-}
-
 #[test]
 fn router_mode_forwards_filters_and_answers() {
-    let mut tb = Testbed::new();
-    let d = Daemon::start_in(Some(&tb.r), "ferrowall-router-", Some(CONFIG), &[("fw.rules", RULES)]);
+    let mut tb = testbed();
+    let d = Daemon::start_in(Some(&tb.m), "ferrowall-router-", Some(CONFIG), &[("fw.rules", RULES)]);
     let (c, s) = (tb.c.clone(), tb.s.clone());
 
     // ICMP echo through the router and to it, IPv4 and IPv6 (NDP resolves the next hops).
@@ -150,25 +74,14 @@ fn router_mode_forwards_filters_and_answers() {
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
     let blob = d.dir.join("blob");
-    let mut bytes = vec![0u8; 10_000_000];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").expect("urandom"), &mut bytes)
-        .expect("random bytes");
-    std::fs::write(&blob, &bytes).expect("writing the download");
+    random_file(&blob, 10);
     assert_eq!(std::fs::metadata(&blob).expect("the download").len(), 10_000_000);
     let dir = d.dir.to_string_lossy().into_owned();
     tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
     let want = sha256(&blob);
     for url in ["http://198.19.1.2:8080/blob", "http://[2001:2:0:2::2]:8080/blob"] {
         let got = d.dir.join(unique("got-"));
-        let mut ok = false;
-        let start = clock::now();
-        while !ok && start.elapsed() < Duration::from_secs(20) {
-            let out = tb.exec(&c, &["curl", "-s", "-m", "20", "-o", &got.to_string_lossy(), url]);
-            ok = out.code == Some(0);
-            if !ok {
-                clock::sleep(Duration::from_millis(200)); // the server may still be starting
-            }
-        }
+        let ok = tb.download(&c, url, &got, "20");
         assert!(ok, "download of {url} failed\n{}", d.log());
         assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
     }

@@ -4,100 +4,64 @@
 //! creates; ferrowall filters and writes back, the kernel routes onward. Real traffic from real
 //! tools, a one-way policy, rejects answered into the TUN.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrowall_tests::clock;
-use ferrowall_tests::daemon::{bins, run, unique, Daemon, Out};
+use ferrowall_tests::daemon::{unique, Daemon, Out};
+use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, random_file, sha256, Testbed, C, S};
 
-const C: &str = "c0";
-const S: &str = "s0";
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Three namespaces joined by two veth pairs, the router's kernel forwarding; removed (with the
-/// processes started in them, by PID) when dropped.
-struct Testbed {
-    c: String,
-    r: String,
-    s: String,
-    children: Vec<Child>,
-}
-
-fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args), LIMIT);
-    assert_eq!(out.code, Some(0), "ip {args:?}: {out}");
-}
-
-impl Testbed {
-    fn new() -> Testbed {
-        let base = unique("fwt-");
-        let tb =
-            Testbed { c: format!("{base}-c"), r: format!("{base}-r"), s: format!("{base}-s"), children: Vec::new() };
-        for ns in [&tb.c, &tb.r, &tb.s] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["link", "add", C, "netns", &tb.c, "type", "veth", "peer", "name", "r-cli", "netns", &tb.r]);
-        ip(&["link", "add", S, "netns", &tb.s, "type", "veth", "peer", "name", "r-srv", "netns", &tb.r]);
-        for (ns, dev, addrs) in [
-            (&tb.c, C, ["198.18.3.2/24", "2001:2:0:4::2/64"]),
-            (&tb.r, "r-cli", ["198.18.3.1/24", "2001:2:0:4::1/64"]),
-            (&tb.r, "r-srv", ["198.19.3.1/24", "2001:2:0:5::1/64"]),
-            (&tb.s, S, ["198.19.3.2/24", "2001:2:0:5::2/64"]),
-        ] {
-            ip(&["-n", ns, "addr", "add", addrs[0], "dev", dev]);
-            ip(&["-n", ns, "addr", "add", addrs[1], "dev", dev, "nodad"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        // The router's kernel forwards; strict reverse-path filtering would refuse what comes
-        // back out of the TUN (its sources are reachable through the veths).
-        tb.sysctl(&[
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ]);
-        ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.3.1"]);
-        ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:4::1"]);
-        ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.3.1"]);
-        ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:5::1"]);
-        tb
+/// Three namespaces joined by two veth pairs, the router's kernel forwarding.
+fn testbed() -> Testbed {
+    let tb = Testbed::namespaces("fwt-", "r");
+    tb.veths("r-cli", "r-srv");
+    for (ns, dev, addrs) in [
+        (&tb.c, C, ["198.18.3.2/24", "2001:2:0:4::2/64"]),
+        (&tb.m, "r-cli", ["198.18.3.1/24", "2001:2:0:4::1/64"]),
+        (&tb.m, "r-srv", ["198.19.3.1/24", "2001:2:0:5::1/64"]),
+        (&tb.s, S, ["198.19.3.2/24", "2001:2:0:5::2/64"]),
+    ] {
+        addresses(ns, dev, addrs[0], addrs[1]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
     }
+    // The router's kernel forwards; strict reverse-path filtering would refuse what comes
+    // back out of the TUN (its sources are reachable through the veths).
+    tb.router_sysctl(&[
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ]);
+    ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.3.1"]);
+    ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:4::1"]);
+    ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.3.1"]);
+    ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:5::1"]);
+    tb
+}
 
-    fn sysctl(&self, settings: &[&str]) {
-        let out = self.exec(&self.r, &[&["sysctl", "-qw"], settings].concat());
+/// What the TUN tests do with the testbed.
+trait TunBed {
+    fn router_sysctl(&self, settings: &[&str]);
+    fn route_into_tun(&self);
+    fn ping(&self, target: &str, n: u32) -> (u32, Out);
+}
+
+impl TunBed for Testbed {
+    fn router_sysctl(&self, settings: &[&str]) {
+        let out = self.sysctl(&self.m, settings);
         assert_eq!(out.code, Some(0), "sysctl {settings:?}: {out}");
     }
 
     /// The policy routing of TUN mode (see `engine::io::tunnel`): what enters from the veths goes
     /// into `fw0`, with a prohibit route behind it so that nothing passes unfiltered without it.
     fn route_into_tun(&self) {
-        self.sysctl(&["net.ipv4.conf.fw0.rp_filter=0"]);
+        self.router_sysctl(&["net.ipv4.conf.fw0.rp_filter=0"]);
         for v in ["-4", "-6"] {
             for iif in ["r-cli", "r-srv"] {
-                ip(&["-n", &self.r, v, "rule", "add", "iif", iif, "lookup", "100"]);
+                ip(&["-n", &self.m, v, "rule", "add", "iif", iif, "lookup", "100"]);
             }
-            ip(&["-n", &self.r, v, "route", "add", "default", "dev", "fw0", "table", "100"]);
-            ip(&["-n", &self.r, v, "route", "add", "prohibit", "default", "table", "100", "metric", "4294967295"]);
+            ip(&["-n", &self.m, v, "route", "add", "default", "dev", "fw0", "table", "100"]);
+            ip(&["-n", &self.m, v, "route", "add", "prohibit", "default", "table", "100", "metric", "4294967295"]);
         }
-    }
-
-    /// Runs `args` in namespace `ns` and waits (bounded).
-    fn exec(&self, ns: &str, args: &[&str]) -> Out {
-        run(Command::new("ip").args(["netns", "exec", ns]).args(args), LIMIT)
-    }
-
-    /// Starts `args` in namespace `ns` in the background; it is killed when the testbed goes.
-    fn spawn(&mut self, ns: &str, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting a server");
-        self.children.push(child);
     }
 
     /// `ping -c N` from the client; how many answers came back, and the output.
@@ -106,18 +70,6 @@ impl Testbed {
         let out = self.exec(&self.c, &["ping", "-c", &count, "-i", "0.2", "-W", "2", target]);
         let got = out.stdout.split(", ").find_map(|w| w.strip_suffix(" received")?.trim().parse().ok()).unwrap_or(0);
         (got, out)
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.c, &self.r, &self.s] {
-            let _ = run(Command::new("ip").args(["netns", "del", ns]), LIMIT);
-        }
     }
 }
 
@@ -170,22 +122,6 @@ while True:
   d,a=s.recvfrom(100); s.sendto(d,a)
 ";
 
-fn sha256(path: &std::path::Path) -> String {
-    let out = run(Command::new("sha256sum").arg(path), LIMIT);
-    out.stdout.split_whitespace().next().unwrap_or_default().to_owned()
-}
-
-fn ferroctl(d: &Daemon, what: &str) -> Out {
-    let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);
-    assert_eq!(out.code, Some(0), "ferroctl {what}: {out}");
-    out
-}
-
-/// The number after `key=` in `line`.
-fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
-}
-
 /// The packet count of the rule whose text contains `text`, from `ferroctl stats`.
 fn rule_packets(stats: &str, text: &str) -> u64 {
     stats.lines().find(|l| l.starts_with("rule ") && l.contains(text)).map_or(0, |l| field(l, "packets"))
@@ -193,17 +129,17 @@ fn rule_packets(stats: &str, text: &str) -> u64 {
 
 #[test]
 fn tun_mode_filters_what_the_kernel_routes() {
-    let mut tb = Testbed::new();
-    let mut d = Daemon::start_in(Some(&tb.r), "ferrowall-tun-", Some(CONFIG), &[("fw.rules", RULES)]);
+    let mut tb = testbed();
+    let mut d = Daemon::start_in(Some(&tb.m), "ferrowall-tun-", Some(CONFIG), &[("fw.rules", RULES)]);
     let (c, s) = (tb.c.clone(), tb.s.clone());
 
     // ferrowall created fw0, gave it the configured addresses and brought it up; the workers are running once the control socket exists.
-    let out = tb.exec(&tb.r, &["ip", "addr", "show", "dev", "fw0"]);
+    let out = tb.exec(&tb.m, &["ip", "addr", "show", "dev", "fw0"]);
     assert_eq!(out.code, Some(0), "{out}\n{}", d.log());
     for want in ["UP", "inet 198.51.100.1/30", "inet 203.0.113.1/30", "inet6 2001:db8:3::1/64"] {
         assert!(out.stdout.contains(want), "fw0 lacks `{want}`: {out}");
     }
-    let out = tb.exec(&tb.r, &["ip", "-d", "link", "show", "dev", "fw0"]);
+    let out = tb.exec(&tb.m, &["ip", "-d", "link", "show", "dev", "fw0"]);
     assert!(out.stdout.contains("tun type tun") && out.stdout.contains("multi_queue"), "{out}");
     tb.route_into_tun();
 
@@ -220,13 +156,7 @@ fn tun_mode_filters_what_the_kernel_routes() {
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
     let blob = d.dir.join("blob");
-    let out = run(
-        Command::new("dd")
-            .args(["if=/dev/urandom", "bs=1000000", "count=10", "status=none"])
-            .arg(format!("of={}", blob.display())),
-        LIMIT,
-    );
-    assert_eq!(out.code, Some(0), "{out}");
+    random_file(&blob, 10);
     assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0), 10_000_000);
     let dir = d.dir.to_string_lossy().into_owned();
     tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
@@ -236,15 +166,7 @@ fn tun_mode_filters_what_the_kernel_routes() {
     let want = sha256(&blob);
     for url in ["http://198.19.3.2:8080/blob", "http://[2001:2:0:5::2]:8080/blob"] {
         let got = d.dir.join(unique("got-"));
-        let mut ok = false;
-        let start = clock::now();
-        while !ok && start.elapsed() < Duration::from_secs(20) {
-            let out = tb.exec(&c, &["curl", "-s", "-m", "30", "-o", &got.to_string_lossy(), url]);
-            ok = out.code == Some(0);
-            if !ok {
-                clock::sleep(Duration::from_millis(200)); // the server may still be starting
-            }
-        }
+        let ok = tb.download(&c, url, &got, "30");
         assert!(ok, "download of {url} failed\n{}", d.log());
         assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
     }
@@ -320,15 +242,15 @@ fn tun_mode_filters_what_the_kernel_routes() {
 /// (which finds the device's addresses already there).
 #[test]
 fn a_persistent_tun_stays_closed_while_ferrowall_restarts() {
-    let tb = Testbed::new();
-    ip(&["-n", &tb.r, "tuntap", "add", "dev", "fw0", "mode", "tun", "multi_queue"]);
-    ip(&["-n", &tb.r, "link", "set", "fw0", "up"]);
+    let tb = testbed();
+    ip(&["-n", &tb.m, "tuntap", "add", "dev", "fw0", "mode", "tun", "multi_queue"]);
+    ip(&["-n", &tb.m, "link", "set", "fw0", "up"]);
     tb.route_into_tun();
     let config = "mode = tun\ninterface = fw0 198.51.100.1/30 2001:db8:3::1/64\nworkers = 2\n";
     for round in 0..2 {
         let (got, out) = tb.ping("198.19.3.2", 1);
         assert_eq!(got, 0, "round {round}: nothing passes without ferrowall: {out}");
-        let mut d = Daemon::start_in(Some(&tb.r), "ferrowall-tun-", Some(config), &[]);
+        let mut d = Daemon::start_in(Some(&tb.m), "ferrowall-tun-", Some(config), &[]);
         for target in ["198.19.3.2", "2001:2:0:5::2"] {
             let (got, out) = tb.ping(target, 2);
             assert_eq!(got, 2, "round {round}: ping {target}: {out}\n{}", d.log());
@@ -338,8 +260,8 @@ fn a_persistent_tun_stays_closed_while_ferrowall_restarts() {
         let datapath = stats.lines().find(|l| l.starts_with("datapath:")).unwrap_or_default();
         assert!(field(datapath, "forwarded") >= 8, "round {round}: {stats}");
         assert_eq!(d.stop(), Some(0), "round {round}: ferrowall's exit: {}", d.log());
-        let out = tb.exec(&tb.r, &["ip", "addr", "show", "dev", "fw0"]);
+        let out = tb.exec(&tb.m, &["ip", "addr", "show", "dev", "fw0"]);
         assert!(out.stdout.contains("inet 198.51.100.1/30") && out.stdout.contains("2001:db8:3::1/64"), "{out}");
     }
-    ip(&["-n", &tb.r, "link", "del", "fw0"]);
+    ip(&["-n", &tb.m, "link", "del", "fw0"]);
 }

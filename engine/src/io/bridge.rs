@@ -76,23 +76,20 @@
 //! bounded (16384 entries; when full, new MACs are flooded to until ageing makes room) and its
 //! ageing time fixed at 300 s, and `ferroctl` does not show it; MTU changes of the interfaces need
 //! a restart; frames are at most one MTU (no GRO/GSO super-frames, no vnet headers).
-#![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::Registry;
 use proto::packet::{ethertype, ipproto, parse_ip, Family, Packet};
 
-use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
+use super::afpacket::AfPacket;
 use super::config::Config;
 use super::datapath::{complete_checksum, link_info, Shared};
-use super::port::{Frame, Port, RxFlags, Tx};
+use super::port::{Frame, Port, RxFlags};
+use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use super::RunError;
 use crate::bridge::{is_valid_source, Egress, FdbConfig, Mac, MacTable};
 use crate::clock::Timestamp;
@@ -101,14 +98,8 @@ use crate::defrag::{Defrag, DefragConfig, Reassembly};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::icmp;
 
-/// Frames taken from a port per call.
-const RX_BATCH: usize = 64;
 /// Batches served from one port per wake at most, so that a busy port does not starve the others.
 const ROUNDS: usize = 8;
-/// How often a worker runs its timers (conntrack sweep, MAC ageing, port counters).
-const TICK: Duration = Duration::from_millis(100);
-/// Expired connections a worker removes per tick, at most.
-const SWEEP_BUDGET: usize = 4096;
 /// Ethernet header length (untagged).
 const ETH: usize = 14;
 
@@ -119,23 +110,11 @@ struct Links {
     mtus: Vec<usize>,
 }
 
-/// A worker's counts within one batch, added to the shared counters at its end.
-#[derive(Default)]
-struct Batch {
-    rx: u64,
-    forwarded: u64,
-    local: u64,
-    dropped: u64,
-}
-
-/// One worker: its ports (index = interface) and scratch space.
-struct Worker {
-    id: usize,
-    ports: Vec<AfPacket>,
-    shared: Arc<Shared>,
+/// Bridge mode's part of a worker: the shared MAC table and ports, its scratch space and
+/// reassembly.
+struct Bridging {
     macs: Arc<MacTable>,
     links: Arc<Links>,
-    stats: Stats,
     scratch: Vec<u8>,
     defrag: Defrag,
 }
@@ -168,112 +147,50 @@ pub fn start(
     }
     let links = Arc::new(links);
     let macs = Arc::new(MacTable::new(FdbConfig::default()));
-    // Fanout groups are per interface and must not collide with other processes' groups.
-    let base = (std::process::id() as u16).wrapping_mul(16);
-    let mut sets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let mut ports = Vec::new();
-        for (id, name) in links.names.iter().enumerate() {
-            let cfg = AfPacketConfig {
-                promiscuous: true,
-                fanout: (workers > 1).then_some(Fanout { group: base.wrapping_add(id as u16), defrag: true }),
-                ..AfPacketConfig::default()
-            };
-            ports.push(AfPacket::open(name, &cfg).map_err(|e| RunError::Ports(io::Error::other(e)))?);
-        }
-        sets.push(ports);
-    }
+    let names: Vec<&str> = links.names.iter().map(String::as_str).collect();
+    let sets = worker::open_afpacket_sets(&names, workers, true).map_err(|e| RunError::Ports(io::Error::other(e)))?;
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
-        let mut w = Worker {
-            id: i,
-            ports,
-            shared: shared.clone(),
+        let w = Worker { id: i, ports, shared: shared.clone(), stats: Stats::default() };
+        let bridging = Bridging {
             macs: macs.clone(),
             links: links.clone(),
-            stats: Stats::default(),
             scratch: Vec::with_capacity(65_536 + 64),
             defrag: Defrag::new(DefragConfig::default()),
         };
-        let stop = stop.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("ferrowall-b{i}"))
-            .spawn(move || {
-                if let Err(e) = w.run(&stop) {
-                    eprintln!("ferrowall: bridge worker {i}: {e}");
-                }
-            })
-            .map_err(RunError::Ports)?;
-        handles.push(h);
+        handles.push(worker::spawn('b', "bridge worker", w, bridging, stop.clone()).map_err(RunError::Ports)?);
     }
     Ok(handles)
 }
 
-/// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
-/// transmit side the batch callback lends; the others are split around it.
-fn send(before: &mut [AfPacket], this: &mut dyn Tx, after: &mut [AfPacket], at: usize, to: usize, frame: &[u8]) {
-    let _ = match to {
-        t if t == at => this.tx(&[frame]),
-        t if t < at => before[t].tx(&[frame]),
-        t => match after.get_mut(t - at - 1) {
-            Some(p) => p.tx(&[frame]),
-            None => Ok(0),
-        },
-    };
-}
+impl Pipeline for Bridging {
+    type Port = AfPacket;
 
-impl Worker {
-    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        for (i, p) in self.ports.iter().enumerate() {
-            if let Some(fd) = p.raw_fd() {
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
-            }
-        }
-        let mut events = Events::with_capacity(64);
-        let mut next_tick = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            match poll.poll(&mut events, Some(Duration::from_millis(20))) {
-                Ok(()) => {}
-                // A signal (a reload's SIGHUP) delivered to this thread: not a reason to stop.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            // A few ports: serve all of them on every wake (blocks retire on a timer, so
-            // readiness is coarse anyway), each until it is empty or has had its share.
-            for at in 0..self.ports.len() {
-                for _ in 0..ROUNDS {
-                    if self.serve(at)? < RX_BATCH {
-                        break;
-                    }
+    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &Registry) -> io::Result<bool> {
+        // A few ports: serve all of them on every wake (blocks retire on a timer, so
+        // readiness is coarse anyway), each until it is empty or has had its share.
+        for at in 0..w.ports.len() {
+            for _ in 0..ROUNDS {
+                if self.serve_port(w, at)? < RX_BATCH {
+                    break;
                 }
             }
-            for p in &mut self.ports {
-                let _ = p.flush();
-            }
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + TICK;
-                self.tick();
-            }
         }
-        Ok(())
+        Ok(false)
     }
 
-    /// Runs the timers: the conntrack sweep, MAC ageing, the port counters.
-    fn tick(&mut self) {
-        let now = self.shared.now();
-        self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
+    /// MAC ageing, and the reassembly's timeouts.
+    fn tick(&mut self, _: &mut Worker<AfPacket>, now: Timestamp) {
         self.macs.age(now);
         self.defrag.expire(now);
-        let mut ports = self.shared.ports.lock();
-        for p in &mut self.ports {
-            ports.insert((p.name().to_owned(), self.id), p.stats());
-        }
     }
+}
 
+impl Bridging {
     /// Receives and handles one batch from port `at`; returns how many frames it had.
-    fn serve(&mut self, at: usize) -> io::Result<usize> {
-        let Worker { ports, shared, macs, links, stats, scratch, defrag, .. } = self;
+    fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<usize> {
+        let Bridging { macs, links, scratch, defrag } = self;
+        let Worker { ports, shared, stats, .. } = w;
         let (before, rest) = ports.split_at_mut(at);
         let Some((port, after)) = rest.split_first_mut() else { return Ok(0) };
         let mut batch = Batch::default();
@@ -282,15 +199,11 @@ impl Worker {
             let mut cx = Cx { shared, macs, links, rules: &rules, stats, scratch, defrag, now: shared.now() };
             for f in frames {
                 batch.rx += 1;
-                let mut out = |to: usize, frame: &[u8]| send(before, this, after, at, to, frame);
+                let mut out = |to: usize, frame: &[u8]| worker::send(before, this, after, at, to, frame);
                 cx.handle(at, f, &mut out, &mut batch);
             }
         })?;
-        let c = &shared.counters;
-        c.rx.fetch_add(batch.rx, Ordering::Relaxed);
-        c.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
-        c.local.fetch_add(batch.local, Ordering::Relaxed);
-        c.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+        batch.publish(&shared.counters);
         Ok(n)
     }
 }
@@ -402,28 +315,12 @@ impl Cx<'_> {
             }
         };
         let d = self.rules.eval(Hook::Forward, &Meta { iif, oif }, &p, t.state);
-        match d.verdict {
-            Verdict::Accept => {}
-            Verdict::Drop => {
-                batch.dropped += 1;
-                return;
+        let reject = |kind, _: &mut Stats, _: &mut Batch| {
+            if let Some(answer) = reject_frame(frame, &p, kind) {
+                out(at, &answer);
             }
-            Verdict::Reject(kind) => {
-                batch.dropped += 1;
-                if let Some(answer) = reject_frame(frame, &p, kind) {
-                    out(at, &answer);
-                }
-                return;
-            }
-        }
-        if let Some(policy) = &d.timeout {
-            t.set_policy(self.now, policy);
-        }
-        if let Some(m) = d.mark {
-            t.set_mark(m);
-        }
-        if self.shared.ct.confirm(&mut t, self.stats).is_err() {
-            batch.dropped += 1;
+        };
+        if !forward_verdict(self.shared, self.now, &d, &mut t, self.stats, batch, reject) {
             return;
         }
         self.deliver(at, egress, frame, Some((&p, reassembled)), out, batch);
@@ -544,11 +441,7 @@ fn reject_frame(frame: &[u8], p: &Packet, kind: Reject) -> Option<Vec<u8>> {
     let answer = match kind {
         Reject::TcpReset => icmp::tcp_reset(datagram)?,
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => {
-            let from = match p.family {
-                Family::V4 => IpAddr::V4(Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3])),
-                Family::V6 => IpAddr::V6(Ipv6Addr::from(p.dst)),
-            };
-            icmp::port_unreachable(datagram, from)?
+            icmp::port_unreachable(datagram, destination(p))?
         }
     };
     Some(proto::build::ethernet(src, dst, &answer))

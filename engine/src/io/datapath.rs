@@ -18,27 +18,20 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::Registry as MioRegistry;
 use proto::packet::{self, Packet, L4};
 
-use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
+use super::afpacket::AfPacket;
 use super::port::{Port, PortStats, RxFlags, Tx};
+use super::worker::{self, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use crate::clock::Timestamp;
 use crate::conntrack::{Conntrack, CtState, Stats, Tracked};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::{icmp, Forward, Hop, Routed, Router, Rx};
 use crate::timeouts::Registry;
-
-/// Frames taken from a port per call.
-const RX_BATCH: usize = 64;
-/// How often a worker runs its timers (neighbour retries, conntrack sweep).
-const TICK: Duration = Duration::from_millis(100);
-/// Expired connections a worker removes per tick, at most.
-const SWEEP_BUDGET: usize = 4096;
 
 /// What the control plane and the workers share.
 pub struct Shared {
@@ -82,22 +75,9 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
-/// A worker's counts within one batch, added to [`Counters`] at its end.
-#[derive(Default)]
-struct Batch {
-    rx: u64,
-    forwarded: u64,
-    local: u64,
-    dropped: u64,
-}
-
-/// One worker: its ports (index = interface id) and scratch space.
-struct Worker {
-    id: usize,
-    ports: Vec<AfPacket>,
-    shared: Arc<Shared>,
+/// Router mode's part of a worker: the shared router and the worker's scratch space.
+struct Routing {
     router: Arc<Router>,
-    stats: Stats,
     scratch: Vec<u8>,
 }
 
@@ -109,118 +89,58 @@ pub fn start(
     workers: usize,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
-    // Fanout groups are per interface and must not collide with other processes' groups.
-    let base = (std::process::id() as u16).wrapping_mul(16);
-    let mut sets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let mut ports = Vec::new();
-        for ifc in router.ifaces() {
-            let cfg = AfPacketConfig {
-                fanout: (workers > 1).then_some(Fanout { group: base.wrapping_add(ifc.id as u16), defrag: true }),
-                ..AfPacketConfig::default()
-            };
-            ports.push(AfPacket::open(&ifc.name, &cfg).map_err(io::Error::other)?);
-        }
-        sets.push(ports);
-    }
+    let names: Vec<&str> = router.ifaces().iter().map(|i| i.name.as_str()).collect();
+    let sets = worker::open_afpacket_sets(&names, workers, false).map_err(io::Error::other)?;
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
-        let mut w = Worker {
-            id: i,
-            ports,
-            shared: shared.clone(),
-            router: router.clone(),
-            stats: Stats::default(),
-            scratch: Vec::with_capacity(65_536 + 64),
-        };
-        let stop = stop.clone();
-        handles.push(std::thread::Builder::new().name(format!("ferrowall-w{i}")).spawn(move || {
-            if let Err(e) = w.run(&stop) {
-                eprintln!("ferrowall: worker {i}: {e}");
-            }
-        })?);
+        let w = Worker { id: i, ports, shared: shared.clone(), stats: Stats::default() };
+        let routing = Routing { router: router.clone(), scratch: Vec::with_capacity(65_536 + 64) };
+        handles.push(worker::spawn('w', "worker", w, routing, stop.clone())?);
     }
     Ok(handles)
 }
 
-/// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
-/// transmit side the batch callback lends; the others are split around it.
-fn send(before: &mut [AfPacket], this: &mut dyn Tx, after: &mut [AfPacket], at: usize, to: usize, frame: &[u8]) {
-    let _ = match to {
-        t if t == at => this.tx(&[frame]),
-        t if t < at => before[t].tx(&[frame]),
-        t => match after.get_mut(t - at - 1) {
-            Some(p) => p.tx(&[frame]),
-            None => Ok(0),
-        },
-    };
-}
+impl Pipeline for Routing {
+    type Port = AfPacket;
 
-impl Worker {
-    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        for (i, p) in self.ports.iter().enumerate() {
-            if let Some(fd) = p.raw_fd() {
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
-            }
+    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &MioRegistry) -> io::Result<bool> {
+        // A few ports: serve all of them on every wake rather than track readiness per port
+        // (blocks retire on a timer, so readiness is coarse anyway).
+        for at in 0..w.ports.len() {
+            self.serve_port(w, at)?;
         }
-        let mut events = Events::with_capacity(64);
-        let mut next_tick = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            match poll.poll(&mut events, Some(Duration::from_millis(20))) {
-                Ok(()) => {}
-                // A signal delivered to this thread: not a reason to stop forwarding.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            // A few ports: serve all of them on every wake rather than track readiness per port
-            // (blocks retire on a timer, so readiness is coarse anyway).
-            for at in 0..self.ports.len() {
-                self.serve(at)?;
-            }
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + TICK;
-                self.tick();
-            }
-            for p in &mut self.ports {
-                let _ = p.flush();
-            }
-        }
-        Ok(())
+        Ok(false)
     }
 
-    /// Runs the timers: neighbour retries and failures, the conntrack sweep.
-    fn tick(&mut self) {
-        let now = self.shared.now();
+    /// Neighbour retries and failures.
+    fn tick(&mut self, w: &mut Worker<AfPacket>, now: Timestamp) {
         let t = self.router.tick(now);
         for f in t.frames {
-            if let Some(p) = self.ports.get_mut(f.iface) {
+            if let Some(p) = w.ports.get_mut(f.iface) {
                 let _ = p.tx(&[&f.frame]);
             }
         }
         for e in t.errors {
-            self.originate(now, &e, None);
-        }
-        self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
-        let mut ports = self.shared.ports.lock();
-        for p in &mut self.ports {
-            ports.insert((p.name().to_owned(), self.id), p.stats());
+            originate(w, &self.router, now, &e);
         }
     }
+}
 
+impl Routing {
     /// Receives and handles what port `at` has.
-    fn serve(&mut self, at: usize) -> io::Result<()> {
-        let Worker { ports, shared, router, stats, scratch, .. } = self;
+    fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<()> {
+        let Routing { router, scratch } = self;
+        let Worker { ports, shared, stats, .. } = w;
         let (before, rest) = ports.split_at_mut(at);
         let Some((port, after)) = rest.split_first_mut() else { return Ok(()) };
         let mut batch = Batch::default();
-        let mut originate: Vec<Vec<u8>> = Vec::new();
+        let mut originate_later: Vec<Vec<u8>> = Vec::new();
         port.rx_batch(RX_BATCH, &mut |frames, this| {
             let now = shared.now();
             let rules = shared.rules.load();
             for f in frames {
                 batch.rx += 1;
-                let mut out = |to: usize, frame: &[u8]| send(before, this, after, at, to, frame);
+                let mut out = |to: usize, frame: &[u8]| worker::send(before, this, after, at, to, frame);
                 handle(
                     shared,
                     router,
@@ -233,46 +153,42 @@ impl Worker {
                     f.flags,
                     &mut out,
                     &mut batch,
-                    &mut originate,
+                    &mut originate_later,
                 );
             }
         })?;
-        let c = &shared.counters;
-        c.rx.fetch_add(batch.rx, Ordering::Relaxed);
-        c.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
-        c.local.fetch_add(batch.local, Ordering::Relaxed);
-        c.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+        batch.publish(&shared.counters);
         // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
-        let now = self.shared.now();
-        for d in originate {
-            self.originate(now, &d, Some(at));
+        let now = w.shared.now();
+        for d in originate_later {
+            originate(w, &self.router, now, &d);
         }
         Ok(())
     }
+}
 
-    /// A datagram the router originates: tracked (an ICMP error is RELATED, an echo reply
-    /// ESTABLISHED), the output chain, then routed and framed.
-    fn originate(&mut self, now: Timestamp, datagram: &[u8], _in_iface: Option<usize>) {
-        let Ok(p) = packet::parse_ip(datagram, 0) else { return };
-        let rules = self.shared.rules.load();
-        let mut t = self.shared.ct.track(now, datagram, &p, &mut self.stats);
-        let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &p, t.state);
-        if !matches!(d.verdict, Verdict::Accept) || self.shared.ct.confirm(&mut t, &mut self.stats).is_err() {
-            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        match self.router.send_local(now, datagram) {
-            Ok(frames) => {
-                for f in frames {
-                    if let Some(port) = self.ports.get_mut(f.iface) {
-                        let _ = port.tx(&[&f.frame]);
-                    }
+/// A datagram the router originates: tracked (an ICMP error is RELATED, an echo reply
+/// ESTABLISHED), the output chain, then routed and framed.
+fn originate(w: &mut Worker<AfPacket>, router: &Router, now: Timestamp, datagram: &[u8]) {
+    let Ok(p) = packet::parse_ip(datagram, 0) else { return };
+    let rules = w.shared.rules.load();
+    let mut t = w.shared.ct.track(now, datagram, &p, &mut w.stats);
+    let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &p, t.state);
+    if !matches!(d.verdict, Verdict::Accept) || w.shared.ct.confirm(&mut t, &mut w.stats).is_err() {
+        w.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    match router.send_local(now, datagram) {
+        Ok(frames) => {
+            for f in frames {
+                if let Some(port) = w.ports.get_mut(f.iface) {
+                    let _ = port.tx(&[&f.frame]);
                 }
-                self.shared.counters.originated.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            w.shared.counters.originated.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            w.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -402,26 +318,9 @@ fn forward(
 ) {
     let oif = router.ifaces().get(hop.iface).map_or("", |i| i.name.as_str());
     let d = decide(Hook::Forward, oif, &t);
-    match d.verdict {
-        Verdict::Accept => {}
-        Verdict::Drop => {
-            batch.dropped += 1;
-            return;
-        }
-        Verdict::Reject(kind) => {
-            batch.dropped += 1;
-            originate.extend(reject_answer(router, at, &scratch[p.l3_offset..p.end], p, kind));
-            return;
-        }
-    }
-    if let Some(policy) = &d.timeout {
-        t.set_policy(now, policy);
-    }
-    if let Some(mark) = d.mark {
-        t.set_mark(mark);
-    }
-    if shared.ct.confirm(&mut t, stats).is_err() {
-        batch.dropped += 1;
+    let datagram = &scratch[p.l3_offset..p.end];
+    let reject = |kind, _: &mut Stats, _: &mut Batch| originate.extend(reject_answer(router, at, datagram, p, kind));
+    if !forward_verdict(shared, now, &d, &mut t, stats, batch, reject) {
         return;
     }
     match router.transmit(now, at, scratch, p, hop) {

@@ -10,6 +10,8 @@
 //! * [`datapath`]: router-mode workers driving the ports through the router, rules and conntrack.
 //! * [`tunnel`]: TUN mode: the kernel routes through ferrowall's TUN devices, ferrowall filters.
 //! * [`bridge`]: bridge mode.
+//! * `worker`: what the three modes' workers share: the mio loop, the timers, the batch counters,
+//!   the handling of a `forward` verdict.
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
@@ -26,6 +28,7 @@ pub mod port;
 mod sys;
 pub mod tun;
 pub mod tunnel;
+mod worker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -79,40 +79,33 @@
 //! `shared.ports` and the conntrack sweep runs at every tick. A TUN that disappears (`ip link
 //! del`) is no longer read, with a message; a worker left without TUNs stops (the control plane
 //! stays up).
-#![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::Registry;
 use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
-use proto::packet::{self, Family, Packet};
+use proto::packet::{self, Packet};
 
 use super::config::{Config, Interface};
 use super::datapath::Shared;
 use super::port::{Port, PortError, Tx};
 use super::sys;
 use super::tun::{Tun, TunQueue};
+use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline, Worker, RX_BATCH};
 use super::RunError;
 use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::icmp;
 
-/// Datagrams taken from a queue per call.
-const RX_BATCH: usize = 64;
 /// Batches taken from one queue before the next queue's turn.
 const DRAIN: usize = 8;
-/// How often a worker runs its timers (conntrack sweep, port counters).
-const TICK: Duration = Duration::from_millis(100);
-/// Expired connections a worker removes per tick, at most.
-const SWEEP_BUDGET: usize = 4096;
 
 /// Creates the TUN devices with `workers` queues each, configures them and starts one worker
 /// thread per queue index; they stop when `stop` is set.
@@ -134,15 +127,9 @@ pub fn start(
     let mut handles = Vec::with_capacity(workers);
     for (i, queues) in sets.into_iter().enumerate() {
         let names = queues.iter().map(|q| q.name().to_owned()).collect();
-        let dead = vec![false; queues.len()];
-        let mut w = Worker { id: i, queues, names, dead, shared: shared.clone(), stats: Stats::default() };
-        let stop = stop.clone();
-        let h = std::thread::Builder::new().name(format!("ferrowall-t{i}")).spawn(move || {
-            if let Err(e) = w.run(&stop) {
-                eprintln!("ferrowall: worker {i}: {e}");
-            }
-        });
-        handles.push(h.map_err(RunError::Ports)?);
+        let tunneling = Tunneling { names, dead: vec![false; queues.len()] };
+        let w = Worker { id: i, ports: queues, shared: shared.clone(), stats: Stats::default() };
+        handles.push(worker::spawn('t', "worker", w, tunneling, stop.clone()).map_err(RunError::Ports)?);
     }
     Ok(handles)
 }
@@ -205,89 +192,48 @@ fn add_address(index: u32, addr: IpAddr, len: u8) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::InvalidData, "no acknowledgement of RTM_NEWADDR"))
 }
 
-/// Datapath counts within one batch, added to the shared counters at its end.
-#[derive(Default)]
-struct Batch {
-    rx: u64,
-    forwarded: u64,
-    originated: u64,
-    dropped: u64,
-}
-
-/// One worker: queue `id` of every TUN (index = interface).
-struct Worker {
-    id: usize,
-    queues: Vec<TunQueue>,
+/// TUN mode's part of a worker, whose ports are queue `id` of every TUN (index = interface).
+struct Tunneling {
     /// The queues' interface names (`iifname`).
     names: Vec<String>,
     /// Queues whose device is gone, no longer read.
     dead: Vec<bool>,
-    shared: Arc<Shared>,
-    stats: Stats,
 }
 
-impl Worker {
-    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        for (i, q) in self.queues.iter().enumerate() {
-            if let Some(fd) = q.raw_fd() {
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+impl Pipeline for Tunneling {
+    type Port = TunQueue;
+    const EDGE_TRIGGERED: bool = true;
+
+    fn serve(&mut self, w: &mut Worker<TunQueue>, registry: &Registry) -> io::Result<bool> {
+        let mut busy = false;
+        for at in 0..w.ports.len() {
+            if self.dead[at] {
+                continue;
             }
-        }
-        let mut events = Events::with_capacity(64);
-        let mut next_tick = Instant::now();
-        // Datagrams may be queued already: readiness is edge-triggered, so read before waiting.
-        let mut busy = true;
-        while !stop.load(Ordering::Relaxed) {
-            let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
-            match poll.poll(&mut events, Some(wait.min(Duration::from_millis(20)))) {
-                Ok(()) => {}
-                // A signal for the daemon landed on this thread.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            busy = false;
-            for at in 0..self.queues.len() {
-                if self.dead[at] {
-                    continue;
-                }
-                match self.serve(at) {
-                    Ok(more) => busy |= more,
-                    // The device was deleted (EBADFD): the other TUNs go on.
-                    Err(e) => {
-                        eprintln!("ferrowall: worker {}: {}: {e}; no longer read", self.id, self.names[at]);
-                        if let Some(fd) = self.queues[at].raw_fd() {
-                            let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        }
-                        self.dead[at] = true;
+            match self.serve_queue(w, at) {
+                Ok(more) => busy |= more,
+                // The device was deleted (EBADFD): the other TUNs go on.
+                Err(e) => {
+                    eprintln!("ferrowall: worker {}: {}: {e}; no longer read", w.id, self.names[at]);
+                    if let Some(fd) = w.ports[at].raw_fd() {
+                        let _ = registry.deregister(&mut SourceFd(&fd));
                     }
+                    self.dead[at] = true;
                 }
             }
-            if self.dead.iter().all(|&d| d) {
-                return Err(io::Error::new(io::ErrorKind::NotFound, "every TUN is gone"));
-            }
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + TICK;
-                self.tick();
-            }
         }
-        Ok(())
-    }
-
-    /// The conntrack sweep, and the queues' counters published.
-    fn tick(&mut self) {
-        let now = self.shared.now();
-        self.shared.ct.sweep(now, SWEEP_BUDGET, &mut self.stats);
-        let mut ports = self.shared.ports.lock();
-        for q in &mut self.queues {
-            ports.insert((q.name().to_owned(), self.id), q.stats());
+        if self.dead.iter().all(|&d| d) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "every TUN is gone"));
         }
+        Ok(busy)
     }
+}
 
+impl Tunneling {
     /// Reads and handles up to [`DRAIN`] batches from queue `at`; whether it may have more.
-    fn serve(&mut self, at: usize) -> io::Result<bool> {
-        let Worker { queues, names, shared, stats, .. } = self;
-        let (Some(q), Some(iif)) = (queues.get_mut(at), names.get(at)) else { return Ok(false) };
+    fn serve_queue(&mut self, w: &mut Worker<TunQueue>, at: usize) -> io::Result<bool> {
+        let Worker { ports, shared, stats, .. } = w;
+        let (Some(q), Some(iif)) = (ports.get_mut(at), self.names.get(at)) else { return Ok(false) };
         for _ in 0..DRAIN {
             let mut batch = Batch::default();
             let n = q.rx_batch(RX_BATCH, &mut |frames, tx| {
@@ -297,11 +243,7 @@ impl Worker {
                     handle(shared, &rules, stats, now, iif, f.data, tx, &mut batch);
                 }
             })?;
-            let c = &shared.counters;
-            c.rx.fetch_add(batch.rx, Ordering::Relaxed);
-            c.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
-            c.originated.fetch_add(batch.originated, Ordering::Relaxed);
-            c.dropped.fetch_add(batch.dropped, Ordering::Relaxed);
+            batch.publish(&shared.counters);
             if n == 0 {
                 return Ok(false);
             }
@@ -330,40 +272,18 @@ fn handle(
     };
     let meta = Meta { iif, oif: "" };
     let pre = rules.eval(Hook::Prerouting, &meta, &p, CtState::Untracked);
-    match pre.verdict {
-        Verdict::Accept => {}
-        Verdict::Drop => {
-            batch.dropped += 1;
-            return;
-        }
-        Verdict::Reject(kind) => {
-            batch.dropped += 1;
-            reject(shared, rules, stats, now, datagram, &p, kind, tx, batch);
-            return;
-        }
+    let answer = |kind, stats: &mut Stats, batch: &mut Batch| {
+        reject(shared, rules, stats, now, datagram, &p, kind, &mut *tx, batch);
+    };
+    if !passes(pre.verdict, stats, batch, answer) {
+        return;
     }
     let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, datagram, &p, stats) };
     let d = rules.eval(Hook::Forward, &meta, &p, t.state);
-    match d.verdict {
-        Verdict::Accept => {}
-        Verdict::Drop => {
-            batch.dropped += 1;
-            return;
-        }
-        Verdict::Reject(kind) => {
-            batch.dropped += 1;
-            reject(shared, rules, stats, now, datagram, &p, kind, tx, batch);
-            return;
-        }
-    }
-    if let Some(policy) = &d.timeout {
-        t.set_policy(now, policy);
-    }
-    if let Some(mark) = d.mark {
-        t.set_mark(mark);
-    }
-    if shared.ct.confirm(&mut t, stats).is_err() {
-        batch.dropped += 1;
+    let answer = |kind, stats: &mut Stats, batch: &mut Batch| {
+        reject(shared, rules, stats, now, datagram, &p, kind, &mut *tx, batch);
+    };
+    if !forward_verdict(shared, now, &d, &mut t, stats, batch, answer) {
         return;
     }
     // The port counts what the kernel refuses; a failing device shows up at the next read.
@@ -399,14 +319,6 @@ fn reject(
     }
     if let Ok(1) = tx.tx(&[&answer]) {
         batch.originated += 1;
-    }
-}
-
-/// The destination address of `p`, the source of an answer on its destination's behalf.
-fn destination(p: &Packet) -> IpAddr {
-    match p.family {
-        Family::V4 => IpAddr::V4(Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3])),
-        Family::V6 => IpAddr::V6(Ipv6Addr::from(p.dst)),
     }
 }
 

@@ -1,0 +1,259 @@
+//! What the worker threads of the three datapath modes share around their per-packet pipelines
+//! (router: [`super::datapath`], bridge: [`super::bridge`], TUN: [`super::tunnel`]): a worker's
+//! ports and the mio loop over them (register the descriptors, poll through signals, serve the
+//! ports, run the timers, flush), the timers every mode has (the conntrack sweep, the port
+//! counters published to [`Shared::ports`]), the batch counts published to [`Shared::counters`],
+//! and the handling of a `forward` verdict.
+//!
+//! A mode is a [`Pipeline`]: its own state (router, MAC table, scratch buffers) and how it serves
+//! its ports. The loop is generic over it, so the per-packet path has no dynamic dispatch it did
+//! not have before.
+#![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use proto::packet::{Family, Packet};
+
+use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
+use super::datapath::{Counters, Shared};
+use super::port::{Port, PortError, Tx};
+use crate::clock::Timestamp;
+use crate::conntrack::{Stats, Tracked};
+use crate::filter::{Decision, Reject, Verdict};
+
+/// Frames taken from a port per call.
+pub(super) const RX_BATCH: usize = 64;
+/// How often a worker runs its timers.
+const TICK: Duration = Duration::from_millis(100);
+/// Expired connections a worker removes per tick, at most.
+const SWEEP_BUDGET: usize = 4096;
+/// The longest a worker waits for readiness.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What every worker has: its number, its ports (index = interface), the shared state and its
+/// conntrack statistics.
+pub(super) struct Worker<P> {
+    pub(super) id: usize,
+    pub(super) ports: Vec<P>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) stats: Stats,
+}
+
+/// A datapath mode's part of a worker: its state, how it serves its ports, its own timers.
+pub(super) trait Pipeline: Send + 'static {
+    type Port: Port + Send + 'static;
+
+    /// The ports' readiness is edge-triggered (TUN): read before the first wait, and do not wait
+    /// while [`Pipeline::serve`] says a port may have more. Otherwise the loop serves every port
+    /// on every wake, at least every 20 ms.
+    const EDGE_TRIGGERED: bool = false;
+
+    /// Serves the ports once; whether one may have more waiting. A port that failed may be
+    /// deregistered from `registry` (its token is its index).
+    fn serve(&mut self, w: &mut Worker<Self::Port>, registry: &Registry) -> io::Result<bool>;
+
+    /// The mode's timers, run at every tick before the conntrack sweep.
+    fn tick(&mut self, _w: &mut Worker<Self::Port>, _now: Timestamp) {}
+}
+
+/// Starts worker `w` with `pipeline` on a thread named `ferrowall-<tag><id>`; it runs until
+/// `stop` is set, and reports a failure as `ferrowall: <what> <id>: <error>`.
+pub(super) fn spawn<L: Pipeline>(
+    tag: char,
+    what: &'static str,
+    mut w: Worker<L::Port>,
+    mut pipeline: L,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    let i = w.id;
+    std::thread::Builder::new().name(format!("ferrowall-{tag}{i}")).spawn(move || {
+        if let Err(e) = run(&mut w, &mut pipeline, &stop) {
+            eprintln!("ferrowall: {what} {i}: {e}");
+        }
+    })
+}
+
+/// The worker's loop: one mio poll over its ports' descriptors.
+fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    for (i, p) in w.ports.iter().enumerate() {
+        if let Some(fd) = p.raw_fd() {
+            poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+        }
+    }
+    let mut events = Events::with_capacity(64);
+    let mut next_tick = Instant::now();
+    // Edge-triggered: datagrams may be queued already, so read before waiting.
+    let mut busy = L::EDGE_TRIGGERED;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = match (busy, L::EDGE_TRIGGERED) {
+            (true, _) => Duration::ZERO,
+            (false, true) => next_tick.saturating_duration_since(Instant::now()),
+            (false, false) => POLL,
+        };
+        match poll.poll(&mut events, Some(wait.min(POLL))) {
+            Ok(()) => {}
+            // A signal for the daemon (a reload's SIGHUP) landed on this thread: not a reason to
+            // stop forwarding.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        busy = pipeline.serve(w, poll.registry())?;
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + TICK;
+            tick(w, pipeline);
+        }
+        for p in &mut w.ports {
+            let _ = p.flush();
+        }
+    }
+    Ok(())
+}
+
+/// The timers: the mode's, the conntrack sweep, the ports' counters published by (interface,
+/// worker).
+fn tick<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L) {
+    let now = w.shared.now();
+    pipeline.tick(w, now);
+    w.shared.ct.sweep(now, SWEEP_BUDGET, &mut w.stats);
+    let mut ports = w.shared.ports.lock();
+    for p in &mut w.ports {
+        ports.insert((p.name().to_owned(), w.id), p.stats());
+    }
+}
+
+/// Opens `workers` sets of `AF_PACKET` ports on the interfaces `names` (index = interface); with
+/// more than one worker, each interface's ports join a fanout group of their own (flows spread
+/// by the kernel, IPv4 fragments reassembled first).
+pub(super) fn open_afpacket_sets(
+    names: &[&str],
+    workers: usize,
+    promiscuous: bool,
+) -> Result<Vec<Vec<AfPacket>>, PortError> {
+    // Fanout groups are per interface and must not collide with other processes' groups.
+    let base = (std::process::id() as u16).wrapping_mul(16);
+    let mut sets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut ports = Vec::new();
+        for (id, name) in names.iter().enumerate() {
+            let cfg = AfPacketConfig {
+                promiscuous,
+                fanout: (workers > 1).then_some(Fanout { group: base.wrapping_add(id as u16), defrag: true }),
+                ..AfPacketConfig::default()
+            };
+            ports.push(AfPacket::open(name, &cfg)?);
+        }
+        sets.push(ports);
+    }
+    Ok(sets)
+}
+
+/// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
+/// transmit side the batch callback lends; the others are split around it.
+pub(super) fn send(
+    before: &mut [AfPacket],
+    this: &mut dyn Tx,
+    after: &mut [AfPacket],
+    at: usize,
+    to: usize,
+    frame: &[u8],
+) {
+    let _ = match to {
+        t if t == at => this.tx(&[frame]),
+        t if t < at => before[t].tx(&[frame]),
+        t => match after.get_mut(t - at - 1) {
+            Some(p) => p.tx(&[frame]),
+            None => Ok(0),
+        },
+    };
+}
+
+/// A worker's counts within one batch, added to [`Counters`] at its end.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) rx: u64,
+    pub(super) forwarded: u64,
+    pub(super) local: u64,
+    pub(super) originated: u64,
+    pub(super) dropped: u64,
+}
+
+impl Batch {
+    /// Adds the counts that moved to `c` (relaxed).
+    pub(super) fn publish(&self, c: &Counters) {
+        let all: [(&AtomicU64, u64); 5] = [
+            (&c.rx, self.rx),
+            (&c.forwarded, self.forwarded),
+            (&c.local, self.local),
+            (&c.originated, self.originated),
+            (&c.dropped, self.dropped),
+        ];
+        for (counter, n) in all {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether a packet with `verdict` goes on. A dropped one, and a rejected one (which `reject`
+/// answers), is counted in `batch.dropped`.
+pub(super) fn passes(
+    verdict: Verdict,
+    stats: &mut Stats,
+    batch: &mut Batch,
+    reject: impl FnOnce(Reject, &mut Stats, &mut Batch),
+) -> bool {
+    match verdict {
+        Verdict::Accept => return true,
+        Verdict::Drop => batch.dropped += 1,
+        Verdict::Reject(kind) => {
+            batch.dropped += 1;
+            reject(kind, stats, batch);
+        }
+    }
+    false
+}
+
+/// The `forward` chain's decision `d` on tracked packet `t`, as [`passes`]; on accept, `ct timeout
+/// set` and `mark set` apply and the connection is confirmed (a refused one counts as dropped).
+/// Whether the packet goes on.
+pub(super) fn forward_verdict(
+    shared: &Shared,
+    now: Timestamp,
+    d: &Decision,
+    t: &mut Tracked,
+    stats: &mut Stats,
+    batch: &mut Batch,
+    reject: impl FnOnce(Reject, &mut Stats, &mut Batch),
+) -> bool {
+    if !passes(d.verdict, stats, batch, reject) {
+        return false;
+    }
+    if let Some(policy) = &d.timeout {
+        t.set_policy(now, policy);
+    }
+    if let Some(mark) = d.mark {
+        t.set_mark(mark);
+    }
+    if shared.ct.confirm(t, stats).is_err() {
+        batch.dropped += 1;
+        return false;
+    }
+    true
+}
+
+/// The destination address of `p`, the source of an answer on its destination's behalf.
+pub(super) fn destination(p: &Packet) -> IpAddr {
+    match p.family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(p.dst)),
+    }
+}

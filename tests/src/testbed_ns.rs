@@ -1,0 +1,155 @@
+//! The namespace testbed of the end-to-end datapath tests (router, bridge and TUN mode): a client
+//! namespace, a middle one where ferrowall runs and a server namespace, joined by two veth pairs
+//! ([`C`] in the client and [`S`] in the server, each paired with an end in the middle); `ip` and
+//! commands run in them, servers started in them; the processes (by PID) and the
+//! namespaces are removed on drop, also when a test fails. Unlike [`crate::testbed`] (the
+//! kernel-differential harness's, which injects frames through packet sockets), this one carries
+//! real traffic from real tools, and its helpers panic on failure.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::clock;
+use crate::daemon::{bins, run, unique, Daemon, Out};
+
+/// The client's end of its veth pair.
+pub const C: &str = "c0";
+/// The server's end of its veth pair.
+pub const S: &str = "s0";
+/// The time limit of one command.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Three namespaces, `c` (client), `m` (middle) and `s` (server); removed (with the processes
+/// started in them, by PID) when dropped.
+pub struct Testbed {
+    pub c: String,
+    pub m: String,
+    pub s: String,
+    children: Vec<Child>,
+}
+
+/// Runs `ip args` and fails the test unless it succeeds.
+pub fn ip(args: &[&str]) {
+    let out = run(Command::new("ip").args(args), LIMIT);
+    assert_eq!(out.code, Some(0), "ip {args:?}: {out}");
+}
+
+/// Gives `dev` in namespace `ns` the IPv4 address `v4` and the IPv6 address `v6` (without
+/// duplicate address detection).
+pub fn addresses(ns: &str, dev: &str, v4: &str, v6: &str) {
+    ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+    ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+}
+
+impl Testbed {
+    /// Three fresh namespaces `<prefix><pid>-<n>-c`, `…-<mid>` and `…-s`, with loopback up.
+    pub fn namespaces(prefix: &str, mid: &str) -> Testbed {
+        let base = unique(prefix);
+        let tb = Testbed {
+            c: format!("{base}-c"),
+            m: format!("{base}-{mid}"),
+            s: format!("{base}-s"),
+            children: Vec::new(),
+        };
+        for ns in [&tb.c, &tb.m, &tb.s] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        tb
+    }
+
+    /// The two veth pairs: [`C`] in the client to `cli` in the middle, [`S`] in the server to
+    /// `srv` in the middle.
+    pub fn veths(&self, cli: &str, srv: &str) {
+        ip(&["link", "add", C, "netns", &self.c, "type", "veth", "peer", "name", cli, "netns", &self.m]);
+        ip(&["link", "add", S, "netns", &self.s, "type", "veth", "peer", "name", srv, "netns", &self.m]);
+    }
+
+    /// Runs `args` in namespace `ns` and waits (bounded).
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Out {
+        run(Command::new("ip").args(["netns", "exec", ns]).args(args), LIMIT)
+    }
+
+    /// `sysctl -qw settings` in namespace `ns`.
+    pub fn sysctl(&self, ns: &str, settings: &[&str]) -> Out {
+        self.exec(ns, &[&["sysctl", "-qw"], settings].concat())
+    }
+
+    /// Turns off TX checksum offload, TSO, GSO and GRO on `dev` in `ns`: ferrowall has no vnet
+    /// headers (a frame is at most one MTU, with its checksums filled in).
+    pub fn offloads_off(&self, ns: &str, dev: &str) -> Out {
+        self.exec(ns, &["ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
+    }
+
+    /// Starts `args` in namespace `ns` in the background; it is killed when the testbed goes.
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a server");
+        self.children.push(child);
+    }
+
+    /// Downloads `url` into `to` with curl (`-m max_secs`) from namespace `ns`, retrying for up
+    /// to 20 s while the server may still be starting; whether it succeeded.
+    pub fn download(&self, ns: &str, url: &str, to: &Path, max_secs: &str) -> bool {
+        let start = clock::now();
+        loop {
+            let out = self.exec(ns, &["curl", "-s", "-m", max_secs, "-o", &to.to_string_lossy(), url]);
+            if out.code == Some(0) {
+                return true;
+            }
+            if start.elapsed() >= Duration::from_secs(20) {
+                return false;
+            }
+            clock::sleep(Duration::from_millis(200)); // the server may still be starting
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.c, &self.m, &self.s] {
+            let _ = run(Command::new("ip").args(["netns", "del", ns]), LIMIT);
+        }
+    }
+}
+
+/// The SHA-256 of the file at `path`, in hex.
+pub fn sha256(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path), LIMIT);
+    out.stdout.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// Writes `mb` megabytes (10^6 bytes) of random bytes to `path`. (Written by dd: random bytes are
+/// not UTF-8, so they cannot come back through [`run`].)
+pub fn random_file(path: &Path, mb: u32) {
+    let count = format!("count={mb}");
+    let of = format!("of={}", path.display());
+    let out = run(
+        Command::new("dd").args(["if=/dev/urandom", &of, "bs=1000000", &count, "iflag=fullblock", "status=none"]),
+        LIMIT,
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+}
+
+/// `ferroctl <what> --socket <the daemon's socket>`, which must succeed.
+pub fn ferroctl(d: &Daemon, what: &str) -> Out {
+    let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);
+    assert_eq!(out.code, Some(0), "ferroctl {what}: {out}");
+    out
+}
+
+/// The number after `key=` in `text` (0 when there is none).
+pub fn field(text: &str, key: &str) -> u64 {
+    text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
+}
