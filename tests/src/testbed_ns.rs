@@ -95,6 +95,39 @@ impl Testbed {
         self.children.push(child);
     }
 
+    /// iperf3 from namespace `client` to `server_addr` (a server started in namespace `server` on
+    /// `port`): TCP for 3 s, then UDP at 20 Mbit/s for 3 s; both must move data.
+    pub fn iperf3_tcp_udp(&mut self, client: &str, server: &str, server_addr: &str, port: u16) {
+        let port = port.to_string();
+        self.spawn(server, &["iperf3", "-s", "-p", &port]);
+        clock::sleep(Duration::from_millis(300));
+        let out = self.exec(client, &["iperf3", "-c", server_addr, "-p", &port, "-t", "3", "-J"]);
+        assert_eq!(out.code, Some(0), "iperf3 tcp: {out}");
+        assert!(out.stdout.contains("\"sum_received\""), "{out}");
+        let out = self.exec(client, &["iperf3", "-u", "-b", "20M", "-c", server_addr, "-p", &port, "-t", "3", "-J"]);
+        assert_eq!(out.code, Some(0), "iperf3 udp: {out}");
+        assert!(out.stdout.contains("\"sum\""), "{out}");
+    }
+
+    /// Downloads `url` from namespace `ns` at 2 MB/s (a 10 MB file takes about 5 s) while the
+    /// daemon reloads its rules three times; the file must arrive whole (`want` is its SHA-256).
+    pub fn download_during_reloads(&self, ns: &str, d: &Daemon, url: &str, want: &str) {
+        let got = d.dir.join("during-reload");
+        let mut dl = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "-m", "30", "--limit-rate", "2M", "-o"])
+            .arg(&got)
+            .arg(url)
+            .spawn()
+            .expect("starting curl");
+        for _ in 0..3 {
+            clock::sleep(Duration::from_millis(800));
+            ferroctl(d, "reload");
+        }
+        let status = dl.wait().expect("curl");
+        assert!(status.success(), "the transfer broke during reloads: {status}\n{}", d.log());
+        assert_eq!(sha256(&got), want, "the download during reloads is corrupted");
+    }
+
     /// Downloads `url` into `to` with curl (`-m max_secs`) from namespace `ns`, retrying for up
     /// to 20 s while the server may still be starting; whether it succeeded.
     pub fn download(&self, ns: &str, url: &str, to: &Path, max_secs: &str) -> bool {

@@ -82,6 +82,15 @@ fn bridge_mode_learns_forwards_and_filters() {
         assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
     }
 
+    // iperf3 across the bridge, TCP then UDP; a transfer that survives reloads.
+    tb.iperf3_tcp_udp(&c, &s, "198.18.2.3", 5201);
+    tb.download_during_reloads(&c, &d, "http://198.18.2.3:8080/blob", &want);
+
+    // UDP to a closed port of the server: its port unreachable crosses back as RELATED.
+    let closed = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)\ns.connect(('198.18.2.3',9999)); s.send(b'x')\ntry:\n  s.recv(10); print('answered')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)\n";
+    let out = tb.exec(&c, &["python3", "-c", closed]);
+    assert_eq!(out.stdout.trim(), "refused", "the server's port unreachable: {out}");
+
     // A new connection from the server side is dropped (nothing answers: no RST from the
     // client), while the replies above passed.
     let dial = |to: &str| {

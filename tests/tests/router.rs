@@ -87,13 +87,7 @@ fn router_mode_forwards_filters_and_answers() {
     }
 
     // iperf3, TCP then UDP, 3 s each.
-    tb.spawn(&s, &["iperf3", "-s", "-p", "5201"]);
-    clock::sleep(Duration::from_millis(300));
-    let out = tb.exec(&c, &["iperf3", "-c", "198.19.1.2", "-p", "5201", "-t", "3", "-J"]);
-    assert_eq!(out.code, Some(0), "iperf3 tcp: {out}");
-    assert!(out.stdout.contains("\"sum_received\""), "{out}");
-    let out = tb.exec(&c, &["iperf3", "-u", "-b", "20M", "-c", "198.19.1.2", "-p", "5201", "-t", "3", "-J"]);
-    assert_eq!(out.code, Some(0), "iperf3 udp: {out}");
+    tb.iperf3_tcp_udp(&c, &s, "198.19.1.2", 5201);
 
     // UDP to a closed port: the server's port unreachable passes back as RELATED.
     let probe = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)\ns.connect(('198.19.1.2',9999)); s.send(b'x')\ntry:\n  s.recv(10); print('answered')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)\n";
@@ -145,24 +139,7 @@ fn router_mode_forwards_filters_and_answers() {
 
     // Reloading the rules while a TCP transfer runs keeps the connection (the table stays; the
     // new rule set accepts it as established).
-    let got = d.dir.join("during-reload");
-    let mut dl = Command::new("ip")
-        .args(["netns", "exec", &c, "curl", "-s", "-m", "30", "--limit-rate", "2M", "-o"])
-        .arg(&got)
-        .arg("http://198.19.1.2:8080/blob")
-        .spawn()
-        .expect("starting curl");
-    for _ in 0..3 {
-        clock::sleep(Duration::from_millis(800));
-        let out = run(
-            Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["reload", "--socket"]).arg(&d.socket),
-            LIMIT,
-        );
-        assert_eq!(out.code, Some(0), "reload: {out}");
-    }
-    let status = dl.wait().expect("curl");
-    assert!(status.success(), "the transfer broke during reloads: {status}\n{}", d.log());
-    assert_eq!(sha256(&got), want, "the download during reloads is corrupted");
+    tb.download_during_reloads(&c, &d, "http://198.19.1.2:8080/blob", &want);
 
     // No route to 198.20.0.0/16: ferrowall answers net unreachable. A route added to the
     // configuration takes effect at the next reload (the rules and the table stay).
@@ -188,5 +165,8 @@ fn router_mode_forwards_filters_and_answers() {
         let rx: u64 = line.split_whitespace().find_map(|w| w.strip_prefix("rx_packets=")?.parse().ok()).unwrap_or(0);
         assert!(rx > 1000, "per-interface counters of {iface}: {out}");
     }
+    // conntrack -S's counters: connections inserted (downloads, pings, UDP flows, iperf3).
+    let ct_line = out.stdout.lines().find(|l| l.starts_with("conntrack: found=")).unwrap_or_default();
+    assert!(ferrowall_tests::testbed_ns::field(ct_line, "insert") >= 10, "conntrack statistics: {out}");
     drop(d);
 }

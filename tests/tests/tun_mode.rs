@@ -171,6 +171,9 @@ fn tun_mode_filters_what_the_kernel_routes() {
         assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
     }
 
+    // iperf3 through the TUN, TCP then UDP.
+    tb.iperf3_tcp_udp(&c, &s, "198.19.3.2", 5201);
+
     // UDP to a closed port: the server's port unreachable passes back as RELATED.
     for addr in ["198.19.3.2", "2001:2:0:5::2"] {
         let out = tb.exec(&c, &["python3", "-c", UDP_PROBE, addr, "9999"]);
@@ -227,6 +230,10 @@ fn tun_mode_filters_what_the_kernel_routes() {
     assert!(rule_packets(&stats, "ct state related") >= 2, "the port unreachables are RELATED: {stats}");
     assert!(rule_packets(&stats, "tcp dport 2223") >= 2, "{stats}");
     assert!(rule_packets(&stats, "udp dport 9998") >= 2, "{stats}");
+
+    // A transfer survives reloads (after the counters above: a reload starts the rules' counters
+    // afresh, as replacing nft rules does).
+    tb.download_during_reloads(&c, &d, "http://198.19.3.2:8080/blob", &want);
 
     // Without ferrowall, fw0 and its routes are gone: the prohibit route keeps the policy
     // closed rather than routing around the filter.

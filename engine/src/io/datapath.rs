@@ -44,6 +44,8 @@ pub struct Shared {
     pub counters: Counters,
     /// Each worker's port counters, by (interface, worker), refreshed at every tick.
     pub ports: parking_lot::Mutex<BTreeMap<(String, usize), PortStats>>,
+    /// Each worker's conntrack counters, by worker, refreshed at every tick.
+    pub ct_stats: parking_lot::Mutex<BTreeMap<usize, Stats>>,
 }
 
 impl Shared {
@@ -56,6 +58,7 @@ impl Shared {
             epoch: Instant::now(),
             counters: Counters::default(),
             ports: parking_lot::Mutex::new(BTreeMap::new()),
+            ct_stats: parking_lot::Mutex::new(BTreeMap::new()),
         }
     }
 

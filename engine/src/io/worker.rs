@@ -123,6 +123,7 @@ fn tick<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L) {
     let now = w.shared.now();
     pipeline.tick(w, now);
     w.shared.ct.sweep(now, SWEEP_BUDGET, &mut w.stats);
+    w.shared.ct_stats.lock().insert(w.id, w.stats.clone());
     let mut ports = w.shared.ports.lock();
     for p in &mut w.ports {
         ports.insert((p.name().to_owned(), w.id), p.stats());
