@@ -109,6 +109,37 @@ impl Testbed {
         assert!(out.stdout.contains("\"sum\""), "{out}");
     }
 
+    /// Sends one UDP datagram from namespace `ns` (source port 40000 + `port`) to `addr`:`port`.
+    pub fn udp_once(&self, ns: &str, addr: &str, port: u16) {
+        let code = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{}))\ns.sendto(b'x',('{addr}',{port}))\n",
+            40000 + port
+        );
+        let out = self.exec(ns, &["python3", "-c", &code]);
+        assert_eq!(out.code, Some(0), "{out}");
+    }
+
+    /// The real nfct, through the shim, lowers the UDP default; an idle UDP flow (from namespace
+    /// `ns` to `addr`:`port`, without a policy) takes it at its next packet and is gone 2 s later
+    /// instead of 30. The default is put back to 30 s afterwards.
+    pub fn nfct_default_set_on_live_flow(&self, ns: &str, d: &Daemon, addr: &str, port: u16) {
+        self.udp_once(ns, addr, port);
+        let before = udp_timeout(d, port).expect("the flow is tracked");
+        assert!(before > 25, "default unreplied 30 s: {before}");
+        let out = d.nfct(&["timeout", "default-set", "inet", "udp", "unreplied", "2"]);
+        assert_eq!(out.code, Some(0), "{out}");
+        self.udp_once(ns, addr, port);
+        let refreshed = udp_timeout(d, port).expect("still tracked");
+        assert!(refreshed <= 2, "the new default applies at the next packet: {refreshed}");
+        let start = clock::now();
+        while udp_timeout(d, port).is_some() {
+            assert!(start.elapsed() < Duration::from_secs(6), "the flow outlived its 2 s timeout");
+            clock::sleep(Duration::from_millis(250));
+        }
+        let out = d.nfct(&["timeout", "default-set", "inet", "udp", "unreplied", "30"]);
+        assert_eq!(out.code, Some(0), "{out}");
+    }
+
     /// Downloads `url` from namespace `ns` at 2 MB/s (a 10 MB file takes about 5 s) while the
     /// daemon reloads its rules three times; the file must arrive whole (`want` is its SHA-256).
     pub fn download_during_reloads(&self, ns: &str, d: &Daemon, url: &str, want: &str) {
@@ -180,6 +211,15 @@ pub fn ferroctl(d: &Daemon, what: &str) -> Out {
     let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);
     assert_eq!(out.code, Some(0), "ferroctl {what}: {out}");
     out
+}
+
+/// The timeout left of the UDP flow to `port` in the daemon's table, if there is one.
+pub fn udp_timeout(d: &Daemon, port: u16) -> Option<u64> {
+    ferroctl(d, "conntrack")
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("udp ") && l.contains(&format!(" dport={port} ")))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
 }
 
 /// The number after `key=` in `text` (0 when there is none).

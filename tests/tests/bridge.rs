@@ -84,6 +84,8 @@ fn bridge_mode_learns_forwards_and_filters() {
 
     // iperf3 across the bridge, TCP then UDP; a transfer that survives reloads.
     tb.iperf3_tcp_udp(&c, &s, "198.18.2.3", 5201);
+    // The real nfct, through the shim, changes the defaults of live traffic.
+    tb.nfct_default_set_on_live_flow(&c, &d, "198.18.2.3", 7778);
     tb.download_during_reloads(&c, &d, "http://198.18.2.3:8080/blob", &want);
 
     // UDP to a closed port of the server: its port unreachable crosses back as RELATED.

@@ -3,11 +3,9 @@
 //! traffic from real tools, the rule set enforcing a one-way policy.
 
 use std::process::Command;
-use std::time::Duration;
 
-use ferrowall_tests::clock;
 use ferrowall_tests::daemon::{run, unique, Daemon};
-use ferrowall_tests::testbed_ns::{addresses, ip, random_file, sha256, Testbed, C, LIMIT, S};
+use ferrowall_tests::testbed_ns::{addresses, ip, random_file, sha256, udp_timeout, Testbed, C, LIMIT, S};
 
 /// Three namespaces joined by two veth pairs, ferrowall's router in the middle one.
 fn testbed() -> Testbed {
@@ -99,43 +97,12 @@ fn router_mode_forwards_filters_and_answers() {
     let out = tb.exec(&s, &["python3", "-c", dial]);
     assert_eq!(out.stdout.trim(), "timeout", "{out}");
 
-    // A policy attached by `ct timeout set` shows in the table with its value; a flow without
-    // one has the default.
-    let send = |port: u16| {
-        let code = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{}))\ns.sendto(b'x',('198.19.1.2',{port}))\n", 40000 + port);
-        let out = tb.exec(&c, &["python3", "-c", &code]);
-        assert_eq!(out.code, Some(0), "{out}");
-    };
-    let flow = |port: u16| -> Option<u64> {
-        let out = run(
-            Command::new(&ferrowall_tests::daemon::bins().ferroctl).args(["conntrack", "--socket"]).arg(&d.socket),
-            LIMIT,
-        );
-        assert_eq!(out.code, Some(0), "{out}");
-        out.stdout
-            .lines()
-            .find(|l| l.starts_with("udp ") && l.contains(&format!(" dport={port} ")))
-            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-    };
-    send(7777);
-    send(7778);
-    let short = flow(7777).expect("the 7777 flow is tracked");
-    let default = flow(7778).expect("the 7778 flow is tracked");
+    // A policy attached by `ct timeout set` shows in the table with its value.
+    tb.udp_once(&c, "198.19.1.2", 7777);
+    let short = udp_timeout(&d, 7777).expect("the 7777 flow is tracked");
     assert!((3..=5).contains(&short), "policy 'short' (unreplied 5 s): {short}");
-    assert!(default > 25, "default unreplied 30 s: {default}");
-
-    // The real nfct, through the shim, lowers the default; the idle flow's next packet takes
-    // it, and the flow is gone 2 s later instead of 30.
-    let out = d.nfct(&["timeout", "default-set", "inet", "udp", "unreplied", "2"]);
-    assert_eq!(out.code, Some(0), "{out}");
-    send(7778);
-    let refreshed = flow(7778).expect("still tracked");
-    assert!(refreshed <= 2, "new default applies at the next packet: {refreshed}");
-    let start = clock::now();
-    while flow(7778).is_some() {
-        assert!(start.elapsed() < Duration::from_secs(6), "the flow outlived its 2 s timeout");
-        clock::sleep(Duration::from_millis(250));
-    }
+    // The real nfct, through the shim, changes the defaults of live traffic.
+    tb.nfct_default_set_on_live_flow(&c, &d, "198.19.1.2", 7778);
 
     // Reloading the rules while a TCP transfer runs keeps the connection (the table stays; the
     // new rule set accepts it as established).

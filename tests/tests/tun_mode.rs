@@ -173,6 +173,8 @@ fn tun_mode_filters_what_the_kernel_routes() {
 
     // iperf3 through the TUN, TCP then UDP.
     tb.iperf3_tcp_udp(&c, &s, "198.19.3.2", 5201);
+    // The real nfct, through the shim, changes the defaults of live traffic.
+    tb.nfct_default_set_on_live_flow(&c, &d, "198.19.3.2", 7778);
 
     // UDP to a closed port: the server's port unreachable passes back as RELATED.
     for addr in ["198.19.3.2", "2001:2:0:5::2"] {
