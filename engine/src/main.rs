@@ -118,11 +118,7 @@ fn main() -> ExitCode {
                 eprintln!("ferrowall: packet {i}: {e}");
             }
             if stats {
-                let s = &out.stats;
-                eprintln!(
-                    "found={} invalid={} insert={} insert_failed={} drop={} early_drop={} error={} search_restart={} clash_resolve={}",
-                    s.found, s.invalid, s.insert, s.insert_failed, s.drop, s.early_drop, s.error, s.search_restart, s.clash_resolve
-                );
+                eprintln!("{}", out.stats);
             }
             ExitCode::SUCCESS
         }

@@ -117,6 +117,35 @@ impl Stats {
     }
 }
 
+/// `conntrack -S`'s counters, then the invalid packets per named reason (those that occurred):
+/// `found=0 invalid=2 insert=5 … expired=1 invalid_by: checksum=1 tcp_window=1`.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "found={} invalid={} insert={} insert_failed={} drop={} early_drop={} error={} search_restart={} clash_resolve={} expired={}",
+            self.found,
+            self.invalid,
+            self.insert,
+            self.insert_failed,
+            self.drop,
+            self.early_drop,
+            self.error,
+            self.search_restart,
+            self.clash_resolve,
+            self.expired
+        )?;
+        let mut first = true;
+        for (r, n) in Invalid::ALL.iter().zip(self.invalid_by) {
+            if n > 0 {
+                write!(f, "{} {}={n}", if first { " invalid_by:" } else { "" }, r.name())?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The result of tracking one packet.
 #[derive(Debug)]
 pub struct Tracked {

@@ -274,20 +274,7 @@ impl Backend for Daemon {
                 for s in sh.ct_stats.lock().values() {
                     ct.merge(s);
                 }
-                let _ = writeln!(
-                    t,
-                    "conntrack: found={} invalid={} insert={} insert_failed={} drop={} early_drop={} error={} search_restart={} clash_resolve={} expired={}",
-                    ct.found, ct.invalid, ct.insert, ct.insert_failed, ct.drop, ct.early_drop, ct.error, ct.search_restart, ct.clash_resolve, ct.expired
-                );
-                let reasons: Vec<String> = crate::conntrack::Invalid::ALL
-                    .iter()
-                    .zip(ct.invalid_by)
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(r, n)| format!("{}={n}", r.name()))
-                    .collect();
-                if !reasons.is_empty() {
-                    let _ = writeln!(t, "conntrack invalid: {}", reasons.join(" "));
-                }
+                let _ = writeln!(t, "conntrack: {ct}");
                 let mut by_iface: std::collections::BTreeMap<&str, port::PortStats> = Default::default();
                 let ports = sh.ports.lock();
                 for ((name, _worker), p) in ports.iter() {
