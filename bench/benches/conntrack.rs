@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::clock::Timestamp;
-use engine::conntrack::{Config, Conntrack, CtState, Stats};
+use engine::conntrack::{Config, Conntrack, CtState, Stats, Tuple};
 use proto::build::{opt, PacketBuilder};
+use proto::packet::Family;
 use proto::packet::{parse_ip, tcp_flags::*};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
@@ -28,28 +29,37 @@ const BATCH: usize = 32;
 const NOW: Timestamp = Timestamp::from_secs(1_000);
 
 fn hosts(i: u32) -> PacketBuilder {
-    // Spread over 198.18.0.0/15: client i.0.x, server fixed; ports carry the rest.
-    let c = Ipv4Addr::from(0xc612_0000 | (i >> 14));
-    PacketBuilder::v4(c, Ipv4Addr::new(198, 19, 0, 1))
+    PacketBuilder::v4(endpoint(i).0, Ipv4Addr::new(198, 19, 0, 1))
 }
 
 fn port(i: u32) -> u16 {
     1024 + (i & 0x3fff) as u16
 }
 
+/// Client endpoint `i`: an address in 198.18.0.0/15 and a port (server 198.19.0.1:80).
+fn endpoint(i: u32) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::from(0xc612_0000 | (i >> 14)), port(i))
+}
+
 /// Creates `n` established TCP connections; returns one in-window ACK datagram per connection.
 fn establish(ct: &Conntrack, n: u32) -> Vec<Vec<u8>> {
+    establish_from(ct, &(0..n).map(endpoint).collect::<Vec<_>>())
+}
+
+/// Creates one established TCP connection from each client endpoint to 198.19.0.1:80; returns
+/// one in-window ACK datagram per connection.
+fn establish_from(ct: &Conntrack, clients: &[(Ipv4Addr, u16)]) -> Vec<Vec<u8>> {
     let mut st = Stats::default();
-    let mut acks = Vec::with_capacity(n as usize);
+    let mut acks = Vec::with_capacity(clients.len());
     let mut feed = |d: &[u8]| {
         let p = parse_ip(d, 0).expect("bench packet parses");
         let mut t = ct.track(NOW, d, &p, &mut st);
         ct.confirm(&mut t, &mut st).expect("room");
         t.state
     };
-    for i in 0..n {
-        let b = hosts(i);
-        let (sp, dp) = (port(i), 80);
+    for (i, &(addr, sp)) in clients.iter().enumerate() {
+        let b = PacketBuilder::v4(addr, Ipv4Addr::new(198, 19, 0, 1));
+        let dp = 80;
         let opts = [opt::mss(1460), opt::wscale(7), opt::sack_perm()].concat();
         feed(&b.tcp(sp, dp, 1000, 0, SYN, 64240, &opts, b""));
         feed(&b.reverse().tcp(dp, sp, 5000, 1001, SYN | ACK, 65160, &opts, b""));
@@ -229,5 +239,64 @@ fn mixed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, setup_teardown, mixed);
+/// Connections in a table sized for this many (as `nf_conntrack_max`).
+const FLOOD_MAX: usize = 100_000;
+/// Connections chosen to collide.
+const FLOOD_N: usize = 400;
+
+/// `n` client endpoints whose connections all land in one shard and one bucket of a table with
+/// the fixed (publicly known) hash: what an attacker could choose if the hash had no secret.
+fn colliding(n: usize) -> Vec<(Ipv4Addr, u16)> {
+    let unkeyed = Conntrack::with_fixed_hash(FLOOD_MAX, Config::default());
+    let server = {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[198, 19, 0, 1]);
+        a
+    };
+    let place = |(addr, sport): (Ipv4Addr, u16)| {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&addr.octets());
+        let t = Tuple { src, dst: server, sport, dport: 80, family: Family::V4, proto: 6 };
+        unkeyed.placement(&t)
+    };
+    let target = place(endpoint(0));
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u32;
+    while out.len() < n {
+        let e = endpoint(i);
+        if place(e) == target {
+            out.push(e);
+        }
+        i = i.checked_add(1).expect("enough colliding endpoints in 198.18.0.0/15");
+    }
+    out
+}
+
+/// Established packets over connections whose tuples collide under an unkeyed hash, against
+/// random ones, in the keyed table (what ferrowall runs) and in a fixed-hash one (what an
+/// attacker would exploit).
+fn hash_flood(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hash_flood");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+    let chosen = colliding(FLOOD_N);
+    let random: Vec<_> = (0..FLOOD_N as u32).map(|i| endpoint(i * 7919)).collect();
+    for (table, keyed) in [("keyed", true), ("unkeyed", false)] {
+        for (set, clients) in [("random", &random), ("colliding", &chosen)] {
+            let ct = if keyed {
+                Conntrack::new(FLOOD_MAX, Config::default())
+            } else {
+                Conntrack::with_fixed_hash(FLOOD_MAX, Config::default())
+            };
+            let acks = establish_from(&ct, clients);
+            let mut rng = SmallRng::seed_from_u64(11);
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(format!("{table}/{set}"), |b| {
+                b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, false))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, established, setup_teardown, mixed, hash_flood);
 criterion_main!(benches);

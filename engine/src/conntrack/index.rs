@@ -49,7 +49,7 @@ impl Index {
 
     /// The home bucket of hash `h` (multiply-shift on the low half: no power-of-two rounding).
     #[inline]
-    fn home(&self, h: u64) -> usize {
+    pub(crate) fn home(&self, h: u64) -> usize {
         (((h & 0xffff_ffff) * self.buckets.len() as u64) >> 32) as usize
     }
 

@@ -255,7 +255,7 @@ impl Shard {
 pub struct Conntrack {
     shards: Box<[Shard]>,
     /// Keyed with a per-process random seed, so tuples cannot be chosen to collide.
-    hasher: foldhash::fast::RandomState,
+    hasher: foldhash::fast::SeedableRandomState,
     count: AtomicUsize,
     max: usize,
     pub cfg: Config,
@@ -266,15 +266,33 @@ impl Conntrack {
     /// A table holding at most `max` connections. Index and slab space are reserved up front, as
     /// the kernel sizes its hash table: a shard holds 1.5 times its share, plus some slack.
     pub fn new(max: usize, cfg: Config) -> Conntrack {
+        Conntrack::with_hasher(max, cfg, foldhash::fast::SeedableRandomState::random())
+    }
+
+    /// A table whose hash has a fixed, publicly known seed: anyone can compute where a tuple lands
+    /// and choose tuples that collide. For tests and benchmarks that show why [`Conntrack::new`]
+    /// keys the hash with a per-process random secret; never for traffic.
+    pub fn with_fixed_hash(max: usize, cfg: Config) -> Conntrack {
+        Conntrack::with_hasher(max, cfg, foldhash::fast::SeedableRandomState::fixed())
+    }
+
+    fn with_hasher(max: usize, cfg: Config, hasher: foldhash::fast::SeedableRandomState) -> Conntrack {
         let cap = max.div_ceil(SHARDS) * 3 / 2 + 64;
         Conntrack {
             shards: (0..SHARDS).map(|_| Shard::new(cap)).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
             count: AtomicUsize::new(0),
             max,
             cfg,
             defaults: Defaults::default(),
         }
+    }
+
+    /// Where a connection with tuple `t` lands: (shard, home bucket of the shard's index). Two
+    /// tuples with the same placement share a probe chain.
+    pub fn placement(&self, t: &Tuple) -> (usize, usize) {
+        let h = self.hash(t);
+        ((h >> 56) as usize % SHARDS, self.shard(h).index.home(h))
     }
 
     /// Number of confirmed connections (expired ones not yet swept included).

@@ -315,3 +315,31 @@ fn batches_classify_like_packet_by_packet_and_confirm_in_order() {
     // The second packet found the connection the first one confirmed: one insert, no clash.
     assert_eq!((ct.len(), st.insert, st.clash_resolve), (1, 1, 0));
 }
+
+#[test]
+fn the_keyed_hash_spreads_tuples_chosen_to_collide() {
+    // Tuples that all share one shard and bucket under the public (fixed-seed) hash...
+    let unkeyed = Conntrack::with_fixed_hash(100_000, Config::default());
+    let keyed = Conntrack::new(100_000, Config::default());
+    let tuple = |i: u32| Tuple {
+        src: {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&(0xc612_0000u32 | (i >> 14)).to_be_bytes());
+            a
+        },
+        dst: [198, 19, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        sport: 1024 + (i & 0x3fff) as u16,
+        dport: 80,
+        family: proto::packet::Family::V4,
+        proto: 6,
+    };
+    let target = unkeyed.placement(&tuple(0));
+    let chosen: Vec<Tuple> =
+        (0..20_000_000u32).map(tuple).filter(|t| unkeyed.placement(t) == target).take(24).collect();
+    assert_eq!(chosen.len(), 24, "found tuples colliding under the fixed hash");
+    // ...land all over the keyed table.
+    let mut places: Vec<_> = chosen.iter().map(|t| keyed.placement(t)).collect();
+    places.sort_unstable();
+    places.dedup();
+    assert!(places.len() >= 20, "keyed placements of colliding tuples: {places:?}");
+}
