@@ -9,9 +9,13 @@
 //! * The peer is checked once, with `SO_PEERCRED`/`SO_PEERGROUPS`: root or a member of `ctl_group`
 //!   is privileged; anyone else still gets answers, the handler making them `EPERM`.
 //! * A request datagram is read into a 64 KiB buffer; one that did not fit is answered with
-//!   `EMSGSIZE` rather than processed. Replies are cut at message boundaries into datagrams of at
-//!   most 4096 bytes (libmnl's receive buffer) and queued; sends never block. A client whose queue
-//!   passes [`QUEUE_LIMIT`] bytes has stopped reading and is dropped, with the reason logged.
+//!   `EMSGSIZE` rather than processed. An empty datagram is ignored, as a netlink socket ignores
+//!   one shorter than a header: on a `SOCK_SEQPACKET` socket it reads as 0 bytes, like the end of
+//!   the connection, so a read of 0 bytes ends the connection only once the peer has hung up
+//!   (`EPOLLRDHUP`; datagrams it sent after an empty one just before hanging up may be lost).
+//!   Replies are cut at message boundaries into datagrams of at most 4096 bytes (libmnl's receive
+//!   buffer) and queued; sends never block. A client whose queue passes [`QUEUE_LIMIT`] bytes has
+//!   stopped reading and is dropped, with the reason logged.
 //! * Clients are served round-robin, at most [`READ_BUDGET`] datagrams per turn, so one busy client
 //!   cannot starve the others.
 //! * `SIGHUP` calls [`Backend::reload`]; `SIGTERM`/`SIGINT` end [`ControlServer::run`].
@@ -73,6 +77,9 @@ struct Client {
     out_bytes: usize,
     /// The port id was fixed (explicit bind, or traffic sent with it).
     portid_fixed: bool,
+    /// The peer hung up or shut down its sending side (`EPOLLRDHUP` was seen): a read of 0 bytes
+    /// is the end of the connection, not an empty datagram.
+    read_closed: bool,
 }
 
 /// Why a client was dropped.
@@ -152,6 +159,11 @@ impl ControlServer {
                         }
                     }
                     t => {
+                        if ev.is_read_closed() {
+                            if let Some(c) = self.clients.get_mut(&t) {
+                                c.read_closed = true;
+                            }
+                        }
                         if ev.is_writable() {
                             if let Err(why) = self.flush(t) {
                                 self.drop_client(&poll, t, why);
@@ -207,7 +219,7 @@ impl ControlServer {
             return Err(e);
         }
         let peer = PeerInfo { portid, privileged, pid: cred.pid, uid: cred.uid };
-        let mut c = Client { fd, peer, out: VecDeque::new(), out_bytes: 0, portid_fixed: false };
+        let mut c = Client { fd, peer, out: VecDeque::new(), out_bytes: 0, portid_fixed: false, read_closed: false };
         let hello = private::hello(portid);
         c.out_bytes += hello.len();
         c.out.push_back(hello);
@@ -240,7 +252,10 @@ impl ControlServer {
         for _ in 0..READ_BUDGET {
             let Some(c) = self.clients.get(&t) else { return };
             let got = match sys::recv(c.fd.as_raw_fd(), &mut self.buf) {
-                Ok(r) if r.len == 0 && !r.truncated => Err(DropReason::Closed),
+                // End of the connection once the peer hung up; else an empty datagram, which
+                // `answer` ignores (if the hang-up's event is still on its way, the next turn
+                // sees it: this loop and the `more` queue are bounded).
+                Ok(r) if r.len == 0 && !r.truncated && c.read_closed => Err(DropReason::Closed),
                 Ok(r) => Ok(r),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
