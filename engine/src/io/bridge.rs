@@ -80,7 +80,6 @@
 use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use mio::Registry;
 use proto::packet::{ethertype, ipproto, parse_ip, Family, Packet};
@@ -119,14 +118,14 @@ struct Bridging {
     defrag: Defrag,
 }
 
-/// Opens `workers` sets of bridge ports on the configured interfaces and starts one thread each;
-/// they stop when `stop` is set.
-pub fn start(
+/// Opens `workers` sets of bridge ports on the configured interfaces, one worker each, to start
+/// (they stop when `stop` is set).
+pub(crate) fn start(
     shared: Arc<Shared>,
     cfg: &Config,
     workers: usize,
     stop: Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>, RunError> {
+) -> Result<Vec<worker::Pending>, RunError> {
     if let Some((line, i)) = cfg.interfaces.iter().find(|(_, i)| !i.addrs.is_empty()) {
         return Err(RunError::Unsupported(format!(
             "line {line}: interface {}: a bridge has no addresses of its own (mode = bridge)",
@@ -158,7 +157,7 @@ pub fn start(
             scratch: Vec::with_capacity(65_536 + 64),
             defrag: Defrag::new(DefragConfig::default()),
         };
-        handles.push(worker::spawn('b', "bridge worker", w, bridging, stop.clone()).map_err(RunError::Ports)?);
+        handles.push(worker::spawn('b', "bridge worker", w, bridging, stop.clone()));
     }
     Ok(handles)
 }

@@ -12,11 +12,14 @@
 //! interface = veth-srv 198.19.1.1/24 2001:2:0:2::1/64
 //! route = 198.20.0.0/16 via 198.19.1.2   # static routes (connected ones come from the addresses)
 //! workers = 2                            # worker threads (default: one per core)
+//! user = nobody                          # once the sockets are open, run as this user (name or uid)
+//! group = nogroup                        # ... with this group (default: the user's own group)
 //! ```
 //!
 //! Every key is optional; `interface`, `route` and `timeout` may be repeated; `timeout` lines (one policy each; they exist before the rule
 //! file is loaded, so its `ct timeout set` can name them). An unknown or repeated key, a bad value
-//! or an unknown group is refused with `file:line: why`.
+//! or an unknown user or group is refused with `file:line: why`; so is `user = root` (uid 0),
+//! which would keep every capability, and `group` without `user`.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -46,7 +49,22 @@ pub struct Config {
     pub routes: Vec<(usize, String)>,
     /// Worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    /// Who the daemon becomes once its sockets are open (`user`, `group`).
+    pub run_as: Option<RunAs>,
 }
+
+/// The unprivileged identity of `user = NAME` (and `group = NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: those of `/etc/group` listing the user as a member.
+    pub groups: Vec<u32>,
+}
+
+/// A passwd entry: uid, primary gid, supplementary gids.
+pub type UserInfo = (u32, u32, Vec<u32>);
 
 /// How the daemon forwards packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +118,7 @@ impl Default for Config {
             interfaces: Vec::new(),
             routes: Vec::new(),
             workers: None,
+            run_as: None,
         }
     }
 }
@@ -134,12 +153,24 @@ impl Config {
             why: e.to_string(),
         })?;
         let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-        Config::parse(path, &text, &|name| group_gid(&groups, name))
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        Config::parse_with(path, &text, &|name| group_gid(&groups, name), &|name| user_info(&passwd, &groups, name))
     }
 
-    /// Parses `text` (read from `file`); `gid_of` resolves a group name.
+    /// Parses `text` (read from `file`); `gid_of` resolves a group name; no user names resolve.
     pub fn parse(file: &Path, text: &str, gid_of: &dyn Fn(&str) -> Option<u32>) -> Result<Config, ConfigError> {
+        Config::parse_with(file, text, gid_of, &|_| None)
+    }
+
+    /// As [`Config::parse`], with `user_of` resolving a user name or uid.
+    pub fn parse_with(
+        file: &Path,
+        text: &str,
+        gid_of: &dyn Fn(&str) -> Option<u32>,
+        user_of: &dyn Fn(&str) -> Option<UserInfo>,
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
+        let mut group: Option<(usize, u32)> = None;
         let mut seen: Vec<&str> = Vec::new();
         let base = file.parent().unwrap_or(Path::new("."));
         for (i, raw) in text.lines().enumerate() {
@@ -204,9 +235,26 @@ impl Config {
                     Ok(n) if (1..=256).contains(&n) => c.workers = Some(n),
                     _ => return Err(err(format!("workers must be between 1 and 256, not `{value}`"))),
                 },
+                "user" => {
+                    let (uid, gid, groups) = user_of(value).ok_or_else(|| err(format!("unknown user `{value}`")))?;
+                    if uid == 0 {
+                        return Err(err(format!("user `{value}` is root (uid 0): it would keep every capability")));
+                    }
+                    c.run_as = Some(RunAs { name: value.to_owned(), uid, gid, groups });
+                }
+                "group" => {
+                    let gid = value.parse::<u32>().ok().or_else(|| gid_of(value));
+                    group = Some((i + 1, gid.ok_or_else(|| err(format!("unknown group `{value}`")))?));
+                }
                 _ => return Err(err(format!("unknown key `{key}`"))),
             }
             seen.push(key);
+        }
+        if let Some((line, gid)) = group {
+            let Some(r) = c.run_as.as_mut() else {
+                return Err(ConfigError { file: file.to_owned(), line, why: "`group` needs `user`".to_owned() });
+            };
+            r.gid = gid;
         }
         Ok(c)
     }
@@ -243,6 +291,28 @@ pub fn group_gid(etc_group: &str, name: &str) -> Option<u32> {
         (f.next()? == name).then_some(())?;
         f.nth(1)?.parse().ok()
     })
+}
+
+/// User `name` (or a numeric uid) in `/etc/passwd`-format text: uid, primary gid, and the gids of
+/// the `/etc/group` entries listing it as a member.
+pub fn user_info(etc_passwd: &str, etc_group: &str, name: &str) -> Option<UserInfo> {
+    let by_uid = name.parse::<u32>().ok();
+    let (login, uid, gid) = etc_passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let (login, uid, gid) = (*f.first()?, f.get(2)?.parse::<u32>().ok()?, f.get(3)?.parse::<u32>().ok()?);
+        (login == name || by_uid == Some(uid)).then(|| (login.to_owned(), uid, gid))
+    })?;
+    let mut groups: Vec<u32> = etc_group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let member = f.get(3)?.split(',').any(|m| m == login);
+            member.then(|| f.get(2)?.parse().ok())?
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Some((uid, gid, groups))
 }
 
 #[cfg(test)]
@@ -295,6 +365,24 @@ mod tests {
         assert_eq!(c.interfaces.len(), 2);
         assert_eq!(c.interfaces[0].1.addrs, [("198.18.0.1".parse().unwrap(), 24), ("2001:2::1".parse().unwrap(), 64)]);
         assert_eq!(c.routes, [(4, "default via 198.18.0.254".to_owned())]);
+    }
+
+    #[test]
+    fn user_and_group() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\nalice:x:1000:1000::/:/bin/sh\n";
+        let groups = "nogroup:x:65534:\nfw:x:990:bob,alice\nusers:x:100:alice\n";
+        let p = |t: &str| {
+            Config::parse_with(Path::new("/f.conf"), t, &|n| group_gid(groups, n), &|n| user_info(passwd, groups, n))
+        };
+        let r = p("user = alice\n").unwrap().run_as.unwrap();
+        assert_eq!((r.uid, r.gid, r.groups), (1000, 1000, vec![100, 990]));
+        let r = p("user = 65534\ngroup = fw\n").unwrap().run_as.unwrap();
+        assert_eq!((r.uid, r.gid, r.groups), (65534, 990, vec![]));
+        assert_eq!(p("\nuser = nosuch").unwrap_err().to_string(), "/f.conf:2: unknown user `nosuch`");
+        assert_eq!(p("user = root").unwrap_err().line, 1);
+        assert_eq!(p("group = fw").unwrap_err().why, "`group` needs `user`");
+        assert_eq!(p("user = alice\ngroup = nosuch").unwrap_err().line, 2);
+        assert_eq!(p("").unwrap().run_as, None);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -84,21 +83,21 @@ struct Routing {
     scratch: Vec<u8>,
 }
 
-/// Opens `workers` sets of ports on the router's interfaces and starts one thread each; they
-/// stop when `stop` is set.
-pub fn start(
+/// Opens `workers` sets of ports on the router's interfaces, one worker each, to start (they
+/// stop when `stop` is set).
+pub(crate) fn start(
     shared: Arc<Shared>,
     router: Arc<Router>,
     workers: usize,
     stop: Arc<AtomicBool>,
-) -> io::Result<Vec<JoinHandle<()>>> {
+) -> io::Result<Vec<worker::Pending>> {
     let names: Vec<&str> = router.ifaces().iter().map(|i| i.name.as_str()).collect();
     let sets = worker::open_afpacket_sets(&names, workers, false).map_err(io::Error::other)?;
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
         let w = Worker { id: i, ports, shared: shared.clone(), stats: Stats::default() };
         let routing = Routing { router: router.clone(), scratch: Vec::with_capacity(65_536 + 64) };
-        handles.push(worker::spawn('w', "worker", w, routing, stop.clone())?);
+        handles.push(worker::spawn('w', "worker", w, routing, stop.clone()));
     }
     Ok(handles)
 }

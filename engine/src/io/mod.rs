@@ -17,6 +17,36 @@
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
 //! socket and serves it until told to stop. With interfaces configured (router mode) it also starts
 //! the workers of [`datapath`]; without, it runs the control plane alone.
+//!
+//! # Least privilege
+//!
+//! With `user = NAME` in the configuration (and optionally `group = NAME`), the daemon opens
+//! everything that needs root first: the datapath ports (`AF_PACKET` sockets need
+//! `CAP_NET_RAW`; TUN queues `CAP_NET_ADMIN`, and TUN mode's addresses and link state are set up
+//! then too), the control socket (created in a root-owned directory, with mode [`SOCKET_MODE`]
+//! and the control group). Then, before starting the worker threads and serving a single request, it
+//! switches the process (`setgroups`/`setresgid`/`setresuid`, which glibc and musl apply to every
+//! thread; the workers, started afterwards, inherit the new credentials) to the user's uid, its gid (or `group`'s) and the
+//! supplementary groups `/etc/group` lists it in. Root switching to a non-root uid without
+//! `PR_SET_KEEPCAPS` loses its permitted, effective and ambient capabilities; the daemon reads
+//! `/proc/self/task/*/status` afterwards and refuses to continue (exits with an error) unless
+//! every thread has the new uid/gid and `CapEff`, `CapPrm` and `CapAmb` are all zero. It logs
+//! `ferrowall: running as uid N gid M, capabilities: none`. (The bounding set is per thread and
+//! stays as it was; with no permitted capabilities and no set-uid programs run, it grants nothing.)
+//!
+//! What still touches privileged things afterwards, and how:
+//!
+//! * the open descriptors (ports, control socket) keep working: the kernel checks privilege when
+//!   they are created, not when they are used;
+//! * a reload (`SIGHUP`, `ferroctl reload`) re-reads the rule file and, in router mode, the
+//!   configuration file (and `/etc/passwd`, `/etc/group`) as that user: both must be readable by
+//!   it (e.g. root-owned, mode 0644, or group-readable by `group`); otherwise the reload is
+//!   refused and the running rules stay;
+//! * clients: root and the control group keep connecting (the socket file is root's, mode 0660,
+//!   group `ctl_group`); who is privileged is decided from the peer's credentials, not ours;
+//! * at exit the socket file cannot be removed (its directory belongs to root): it stays as a
+//!   stale socket, which the next start detects (nothing listens on it) and replaces;
+//! * nothing else: no port, address or route is opened or changed after start-up.
 
 pub mod afpacket;
 pub mod bridge;
@@ -81,6 +111,8 @@ pub enum RunError {
     Ports(io::Error),
     /// The configuration asks for something this version does not do.
     Unsupported(String),
+    /// Switching to the configured `user` failed or left privileges behind.
+    Privileges(String),
 }
 
 impl fmt::Display for RunError {
@@ -93,6 +125,7 @@ impl fmt::Display for RunError {
             RunError::Loop(e) => write!(f, "control loop: {e}"),
             RunError::Ports(e) => write!(f, "opening ports: {e}"),
             RunError::Unsupported(what) => write!(f, "{what}"),
+            RunError::Privileges(why) => write!(f, "dropping privileges: {why}"),
         }
     }
 }
@@ -144,7 +177,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let names = cfg.interfaces.iter().map(|(_, i)| i.name.as_str()).collect::<Vec<_>>().join(", ");
     let mut router = None;
-    let workers = match cfg.mode {
+    // The ports open now; the worker threads start once privileges are dropped.
+    let pending = match cfg.mode {
         _ if cfg.interfaces.is_empty() => Vec::new(),
         Mode::Router => {
             let r = Arc::new(build_router(&cfg, opts.config.as_deref())?);
@@ -154,16 +188,77 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         Mode::Bridge => bridge::start(shared.clone(), &cfg, n, stop.clone())?,
         Mode::Tun => tunnel::start(shared.clone(), &cfg, n, stop.clone())?,
     };
-    if !workers.is_empty() {
-        eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
-    }
-    let _stop_workers = StopWorkers { stop, workers };
+    let mut stop_workers = StopWorkers { stop, workers: Vec::new() };
     let mut daemon = Daemon { shared, rules_path: cfg.rules.clone(), router, config: opts.config.clone() };
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
     let _remove = SocketFile(path.clone());
+    if let Some(who) = &cfg.run_as {
+        drop_privileges(who).map_err(RunError::Privileges)?;
+        eprintln!("ferrowall: running as uid {} gid {}, capabilities: none", who.uid, who.gid);
+    }
+    for start in pending {
+        stop_workers.workers.push(start().map_err(RunError::Ports)?);
+    }
+    if !stop_workers.workers.is_empty() {
+        eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
+    }
     eprintln!("ferrowall: control socket listening on {}", path.display());
     ControlServer::new(listener, cfg.ctl_group).run(&mut daemon, signals).map_err(RunError::Loop)
+}
+
+/// Switches every thread to `who` and checks, in `/proc/self/task/*/status`, that each has the
+/// new ids and no permitted, effective or ambient capability left.
+fn drop_privileges(who: &config::RunAs) -> Result<(), String> {
+    sys::drop_privileges(who.uid, who.gid, &who.groups)
+        .map_err(|e| format!("switching to user `{}` (uid {} gid {}): {e}", who.name, who.uid, who.gid))?;
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
+    let mut seen = 0;
+    for t in tasks {
+        let t = t.map_err(|e| format!("/proc/self/task: {e}"))?;
+        let file = t.path().join("status");
+        let status = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            // A thread that ended meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        check_status(&status, who.uid, who.gid).map_err(|why| format!("{}: {why}", file.display()))?;
+        seen += 1;
+    }
+    if seen == 0 {
+        return Err("/proc/self/task lists no thread".to_owned());
+    }
+    Ok(())
+}
+
+/// Whether a `/proc/.../status` text shows every uid `uid`, every gid `gid` and no capability
+/// in the effective, permitted and ambient sets.
+fn check_status(status: &str, uid: u32, gid: u32) -> Result<(), String> {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+            .ok_or_else(|| format!("no `{key}` line"))
+    };
+    for (key, want) in [("Uid", uid), ("Gid", gid)] {
+        let ids = field(key)?;
+        if ids.split_whitespace().any(|v| v.parse::<u32>().ok() != Some(want)) {
+            return Err(format!("{key} is `{ids}`, not {want}"));
+        }
+    }
+    for key in ["CapEff", "CapPrm", "CapAmb"] {
+        let caps = match field(key) {
+            Ok(c) => c,
+            // Kernels before 4.3 have no ambient set.
+            Err(_) if key == "CapAmb" => continue,
+            Err(e) => return Err(e),
+        };
+        if u64::from_str_radix(caps, 16).map_err(|_| format!("{key} is `{caps}`"))? != 0 {
+            return Err(format!("capabilities left: {key} {caps}"));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the socket file when the daemon stops.
@@ -358,4 +453,20 @@ fn build_router(cfg: &Config, file: Option<&Path>) -> Result<Router, RunError> {
     let first_route = cfg.routes.first().map_or(0, |(l, _)| *l);
     Router::new(ifaces, &statics, NeighConfig::default(), IcmpLimits::default())
         .map_err(|e| err(first_route, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_status;
+
+    #[test]
+    fn status_checks() {
+        let ok = "Name:\tx\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
+        assert_eq!(check_status(ok, 65534, 65534), Ok(()));
+        assert!(check_status(ok, 65534, 0).unwrap_err().starts_with("Gid"));
+        let saved_root = ok.replace("Uid:\t65534\t65534\t65534", "Uid:\t65534\t65534\t0");
+        assert!(check_status(&saved_root, 65534, 65534).unwrap_err().starts_with("Uid"));
+        let caps = ok.replace("CapPrm:\t0000000000000000", "CapPrm:\t0000000000002000");
+        assert_eq!(check_status(&caps, 65534, 65534).unwrap_err(), "capabilities left: CapPrm 0000000000002000");
+    }
 }

@@ -5,7 +5,8 @@
 //!   `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking `send`);
 //! * the ports' calls: `AF_PACKET` sockets and their options, [`Mmap`] (a ring shared with the
 //!   kernel, read and written through bounds-checked accessors), the TUN ioctls, the interface
-//!   flags and the rtnetlink socket of TUN mode, and [`unshare_netns`] for tests.
+//!   flags and the rtnetlink socket of TUN mode, and [`unshare_netns`] for tests;
+//! * [`drop_privileges`]: `setgroups`/`setresgid`/`setresuid` once the sockets are open.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -29,6 +30,23 @@ macro_rules! syscall {
             Ok(res)
         }
     }};
+}
+
+/// Switches the whole process (every thread: glibc and musl apply `setgroups`/`setgid`/`setuid`
+/// to all threads of the process) to `uid`/`gid` with supplementary groups `groups`. Called as
+/// root without `PR_SET_KEEPCAPS`, the kernel clears the permitted, effective and ambient
+/// capability sets when the last root uid goes; the caller checks that in `/proc`.
+pub(crate) fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: `groups` is a live slice of `gid_t` (u32) of the length passed.
+    let r = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // Integer arguments only; the calls touch no memory of ours. Real, effective and saved ids
+    // all change (group first: once the uid is not 0 the gid can no longer be changed).
+    syscall!(setresgid(gid, gid, gid))?;
+    syscall!(setresuid(uid, uid, uid))?;
+    Ok(())
 }
 
 /// A `sockaddr_un` for `path`, and its length; `ENAMETOOLONG` if it does not fit.

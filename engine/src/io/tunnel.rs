@@ -85,7 +85,6 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use mio::unix::SourceFd;
 use mio::Registry;
@@ -107,14 +106,14 @@ use crate::route::icmp;
 /// Batches taken from one queue before the next queue's turn.
 const DRAIN: usize = 8;
 
-/// Creates the TUN devices with `workers` queues each, configures them and starts one worker
-/// thread per queue index; they stop when `stop` is set.
-pub fn start(
+/// Creates the TUN devices with `workers` queues each and configures them: one worker per queue
+/// index, to start (they stop when `stop` is set).
+pub(crate) fn start(
     shared: Arc<Shared>,
     cfg: &Config,
     workers: usize,
     stop: Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>, RunError> {
+) -> Result<Vec<worker::Pending>, RunError> {
     let workers = workers.max(1);
     let mut sets: Vec<Vec<TunQueue>> = (0..workers).map(|_| Vec::with_capacity(cfg.interfaces.len())).collect();
     for (_, ifc) in &cfg.interfaces {
@@ -129,7 +128,7 @@ pub fn start(
         let names = queues.iter().map(|q| q.name().to_owned()).collect();
         let tunneling = Tunneling { names, dead: vec![false; queues.len()] };
         let w = Worker { id: i, ports: queues, shared: shared.clone(), stats: Stats::default() };
-        handles.push(worker::spawn('t', "worker", w, tunneling, stop.clone()).map_err(RunError::Ports)?);
+        handles.push(worker::spawn('t', "worker", w, tunneling, stop.clone()));
     }
     Ok(handles)
 }

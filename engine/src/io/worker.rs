@@ -63,20 +63,29 @@ pub(super) trait Pipeline: Send + 'static {
     fn tick(&mut self, _w: &mut Worker<Self::Port>, _now: Timestamp) {}
 }
 
-/// Starts worker `w` with `pipeline` on a thread named `ferrowall-<tag><id>`; it runs until
+/// A worker whose ports are open and whose thread is not started yet: the daemon drops its
+/// privileges in between, so every thread starts unprivileged.
+pub(crate) type Pending = Box<dyn FnOnce() -> io::Result<JoinHandle<()>> + Send>;
+
+/// Worker `w` with `pipeline`, to start on a thread named `ferrowall-<tag><id>`; it runs until
 /// `stop` is set, and reports a failure as `ferrowall: <what> <id>: <error>`.
-pub(super) fn spawn<L: Pipeline>(
+pub(super) fn spawn<L: Pipeline + Send + 'static>(
     tag: char,
     what: &'static str,
     mut w: Worker<L::Port>,
     mut pipeline: L,
     stop: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
+) -> Pending
+where
+    Worker<L::Port>: Send + 'static,
+{
     let i = w.id;
-    std::thread::Builder::new().name(format!("ferrowall-{tag}{i}")).spawn(move || {
-        if let Err(e) = run(&mut w, &mut pipeline, &stop) {
-            eprintln!("ferrowall: {what} {i}: {e}");
-        }
+    Box::new(move || {
+        std::thread::Builder::new().name(format!("ferrowall-{tag}{i}")).spawn(move || {
+            if let Err(e) = run(&mut w, &mut pipeline, &stop) {
+                eprintln!("ferrowall: {what} {i}: {e}");
+            }
+        })
     })
 }
 
