@@ -159,6 +159,59 @@ impl Testbed {
         assert_eq!(sha256(&got), want, "the download during reloads is corrupted");
     }
 
+    /// The router testbed of the router-mode tests: client 198.18.1.2 / 2001:2:0:1::2 and server
+    /// 198.19.1.2 / 2001:2:0:2::2, with default routes via ferrowall's addresses .1 / ::1 on the
+    /// middle namespace's `r-cli` and `r-srv`, whose own stack stays out of the way (no
+    /// addresses, no IPv6, no forwarding); peers' offloads off (ferrowall has no vnet headers: a
+    /// frame is at most one MTU).
+    pub fn router(prefix: &str) -> Testbed {
+        let tb = Testbed::namespaces(prefix, "r");
+        tb.veths("r-cli", "r-srv");
+        addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
+        addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
+        for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "r-cli"), (&tb.m, "r-srv")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            let _ = tb.offloads_off(ns, dev);
+        }
+        let out = tb.sysctl(
+            &tb.m,
+            &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"],
+        );
+        assert_eq!(out.code, Some(0), "{out}");
+        ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
+        ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
+        ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
+        ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
+        tb
+    }
+
+    /// Serves a random file of `mb` MB from the daemon's directory over HTTP (port 8080, in
+    /// namespace `server`), downloads it from namespace `client` at each of `urls` (curl `-m
+    /// max_secs`) and checks every copy by SHA-256; returns the file's SHA-256.
+    pub fn serve_and_download(
+        &mut self,
+        client: &str,
+        server: &str,
+        d: &Daemon,
+        mb: u32,
+        urls: &[&str],
+        max_secs: &str,
+    ) -> String {
+        let blob = d.dir.join("blob");
+        random_file(&blob, mb);
+        assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0), u64::from(mb) * 1_000_000);
+        let dir = d.dir.to_string_lossy().into_owned();
+        self.spawn(server, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
+        let want = sha256(&blob);
+        for url in urls {
+            let got = d.dir.join(unique("got-"));
+            let ok = self.download(client, url, &got, max_secs);
+            assert!(ok, "download of {url} failed\n{}", d.log());
+            assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
+        }
+        want
+    }
+
     /// Downloads `url` into `to` with curl (`-m max_secs`) from namespace `ns`, retrying for up
     /// to 20 s while the server may still be starting; whether it succeeded.
     pub fn download(&self, ns: &str, url: &str, to: &Path, max_secs: &str) -> bool {

@@ -3,8 +3,8 @@
 //! IPv6), real traffic from real tools, and a rule set that lets the client side open connections
 //! and the server side only answer.
 
-use ferrowall_tests::daemon::{unique, Daemon};
-use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, random_file, sha256, Testbed, C, S};
+use ferrowall_tests::daemon::Daemon;
+use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, Testbed, C, S};
 
 /// Three namespaces joined by two veth pairs, the bridge's ends in the middle one.
 fn testbed() -> Testbed {
@@ -69,18 +69,8 @@ fn bridge_mode_learns_forwards_and_filters() {
     }
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
-    let blob = d.dir.join("blob");
-    random_file(&blob, 10);
-    assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).ok(), Some(10_000_000));
-    let dir = d.dir.to_string_lossy().into_owned();
-    tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
-    let want = sha256(&blob);
-    for url in ["http://198.18.2.3:8080/blob", "http://[2001:2:0:3::3]:8080/blob"] {
-        let got = d.dir.join(unique("got-"));
-        let ok = tb.download(&c, url, &got, "20");
-        assert!(ok, "download of {url} failed\n{}", d.log());
-        assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
-    }
+    let urls = ["http://198.18.2.3:8080/blob", "http://[2001:2:0:3::3]:8080/blob"];
+    let want = tb.serve_and_download(&c, &s, &d, 10, &urls, "20");
 
     // iperf3 across the bridge, TCP then UDP; a transfer that survives reloads.
     tb.iperf3_tcp_udp(&c, &s, "198.18.2.3", 5201);

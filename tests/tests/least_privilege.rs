@@ -6,29 +6,9 @@ use std::process::Command;
 
 use ferrowall_tests::clock;
 use ferrowall_tests::daemon::{bins, run, unique, Daemon};
-use ferrowall_tests::testbed_ns::{addresses, ferroctl, ip, random_file, sha256, Testbed, C, LIMIT, S};
+use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, Testbed, LIMIT};
 
 const NOBODY: u32 = 65534;
-
-/// Client and server namespaces with ferrowall routing between them (as in `router.rs`).
-fn testbed() -> Testbed {
-    let tb = Testbed::namespaces("fwlp-", "r");
-    tb.veths("r-cli", "r-srv");
-    addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
-    addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
-    for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "r-cli"), (&tb.m, "r-srv")] {
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-        let _ = tb.offloads_off(ns, dev);
-    }
-    let out = tb.sysctl(
-        &tb.m,
-        &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
-    ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
-    ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
-    tb
-}
 
 const CONFIG: &str = "interface = r-cli 198.18.1.1/24
 interface = r-srv 198.19.1.1/24
@@ -61,7 +41,7 @@ fn wait_for_log(d: &Daemon, needle: &str) {
 
 #[test]
 fn router_runs_as_nobody_without_capabilities() {
-    let mut tb = testbed();
+    let mut tb = Testbed::router("fwlp-");
     let mut d = Daemon::start_in(Some(&tb.m), "ferrowall-lp-", Some(CONFIG), &[("fw.rules", RULES)]);
     wait_for_log(&d, &format!("ferrowall: running as uid {NOBODY} gid {NOBODY}, capabilities: none"));
     let (c, s) = (tb.c.clone(), tb.s.clone());

@@ -4,33 +4,8 @@
 
 use std::process::Command;
 
-use ferrowall_tests::daemon::{run, unique, Daemon};
-use ferrowall_tests::testbed_ns::{addresses, ip, random_file, sha256, udp_timeout, Testbed, C, LIMIT, S};
-
-/// Three namespaces joined by two veth pairs, ferrowall's router in the middle one.
-fn testbed() -> Testbed {
-    let tb = Testbed::namespaces("fwr-", "r");
-    tb.veths("r-cli", "r-srv");
-    addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
-    addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
-    for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "r-cli"), (&tb.m, "r-srv")] {
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-        // No GSO/TSO super-frames or partial checksums from the endpoints: ferrowall has no
-        // vnet headers yet (a frame is at most one MTU).
-        let _ = tb.offloads_off(ns, dev);
-    }
-    // The router namespace's own stack stays out of the way: no addresses, no IPv6, no forwarding.
-    let out = tb.sysctl(
-        &tb.m,
-        &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
-    ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
-    ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
-    ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
-    ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
-    tb
-}
+use ferrowall_tests::daemon::{run, Daemon};
+use ferrowall_tests::testbed_ns::{udp_timeout, Testbed, LIMIT};
 
 const CONFIG: &str = "interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
 interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
@@ -51,7 +26,7 @@ const RULES: &str = r#"chain forward {
 
 #[test]
 fn router_mode_forwards_filters_and_answers() {
-    let mut tb = testbed();
+    let mut tb = Testbed::router("fwr-");
     let d = Daemon::start_in(Some(&tb.m), "ferrowall-router-", Some(CONFIG), &[("fw.rules", RULES)]);
     let (c, s) = (tb.c.clone(), tb.s.clone());
 
@@ -71,18 +46,8 @@ fn router_mode_forwards_filters_and_answers() {
     assert!(out.stdout.contains("From 198.18.1.1") && out.stdout.contains("Time to live exceeded"), "{out}");
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
-    let blob = d.dir.join("blob");
-    random_file(&blob, 10);
-    assert_eq!(std::fs::metadata(&blob).expect("the download").len(), 10_000_000);
-    let dir = d.dir.to_string_lossy().into_owned();
-    tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
-    let want = sha256(&blob);
-    for url in ["http://198.19.1.2:8080/blob", "http://[2001:2:0:2::2]:8080/blob"] {
-        let got = d.dir.join(unique("got-"));
-        let ok = tb.download(&c, url, &got, "20");
-        assert!(ok, "download of {url} failed\n{}", d.log());
-        assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
-    }
+    let urls = ["http://198.19.1.2:8080/blob", "http://[2001:2:0:2::2]:8080/blob"];
+    let want = tb.serve_and_download(&c, &s, &d, 10, &urls, "20");
 
     // iperf3, TCP then UDP, 3 s each.
     tb.iperf3_tcp_udp(&c, &s, "198.19.1.2", 5201);

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use ferrowall_tests::clock;
-use ferrowall_tests::daemon::{unique, Daemon, Out};
-use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, random_file, sha256, Testbed, C, S};
+use ferrowall_tests::daemon::{Daemon, Out};
+use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, Testbed, C, S};
 
 /// Three namespaces joined by two veth pairs, the router's kernel forwarding.
 fn testbed() -> Testbed {
@@ -155,21 +155,12 @@ fn tun_mode_filters_what_the_kernel_routes() {
     assert!(table.lines().any(|l| l.starts_with("icmpv6 ") && l.contains("dst=2001:2:0:5::2")), "{table}");
 
     // A 10 MB HTTP download over IPv4 and IPv6, checksummed.
-    let blob = d.dir.join("blob");
-    random_file(&blob, 10);
-    assert_eq!(std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0), 10_000_000);
-    let dir = d.dir.to_string_lossy().into_owned();
-    tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "::", "--directory", &dir]);
+    let urls = ["http://198.19.3.2:8080/blob", "http://[2001:2:0:5::2]:8080/blob"];
+    let want = tb.serve_and_download(&c, &s, &d, 10, &urls, "30");
     // Servers behind the reject rules: they would answer if the rules let the packets through.
+    let dir = d.dir.to_string_lossy().into_owned();
     tb.spawn(&s, &["python3", "-m", "http.server", "2223", "--bind", "::", "--directory", &dir]);
     tb.spawn(&s, &["python3", "-c", UDP_ECHO]);
-    let want = sha256(&blob);
-    for url in ["http://198.19.3.2:8080/blob", "http://[2001:2:0:5::2]:8080/blob"] {
-        let got = d.dir.join(unique("got-"));
-        let ok = tb.download(&c, url, &got, "30");
-        assert!(ok, "download of {url} failed\n{}", d.log());
-        assert_eq!(sha256(&got), want, "{url}: the download is corrupted");
-    }
 
     // iperf3 through the TUN, TCP then UDP.
     tb.iperf3_tcp_udp(&c, &s, "198.19.3.2", 5201);
