@@ -57,6 +57,7 @@ ip -n $S -6 route add default via 2001:2:0:2::1
 
 cat > "$WORK/ferrowall.conf" <<EOF
 ctl_socket = $WORK/ctl.sock
+state_dir = $WORK/state
 interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
 interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
 timeout = dns inet udp unreplied 3 replied 10

@@ -37,26 +37,29 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run the daemon. Without packet ports configured (this version has none) it serves the
-    /// control plane alone: the cttimeout API on the control socket, for `ferroctl` and for
-    /// unmodified `nfct` through `ferroctl exec`.
+    /// Run the daemon: a router, TUN filter or bridge on the configured interfaces (without any,
+    /// the control plane alone), serving the cttimeout API on the control socket, for
+    /// `ferroctl` and for unmodified `nfct` through `ferroctl exec`.
     Run {
-        /// The configuration file (`key = value` lines: ctl_socket, ctl_group, rules,
-        /// max_connections).
+        /// The configuration file (`key = value` lines; see the README).
         #[arg(long)]
         config: Option<PathBuf>,
         /// The control socket's path (overrides the configuration's `ctl_socket`; default
         /// /run/ferrowall/ctl.sock).
         #[arg(long)]
         ctl_socket: Option<PathBuf>,
+        /// Where the settings and, across a graceful restart, the connection table are kept
+        /// (overrides the configuration's `state_dir`; default /var/lib/ferrowall).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { config, ctl_socket } => {
-            match ferrowall_engine::io::run(ferrowall_engine::io::RunOptions { config, ctl_socket }) {
+        Cmd::Run { config, ctl_socket, state_dir } => {
+            match ferrowall_engine::io::run(ferrowall_engine::io::RunOptions { config, ctl_socket, state_dir }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferrowall: {e}");
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
                 Some(path) => {
                     let loaded = ferrowall_engine::io::config::Config::load(path)
                         .map_err(ferrowall_engine::io::RunError::Config)
-                        .and_then(|cfg| ferrowall_engine::io::EngineState::from_config(&cfg, Some(path)));
+                        .and_then(|cfg| ferrowall_engine::io::EngineState::from_config(&cfg, Some(path), None));
                     match loaded {
                         Ok(state) => Some(state),
                         Err(e) => {

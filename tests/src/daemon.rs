@@ -94,6 +94,10 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// The daemon's standard error.
     pub log: PathBuf,
+    /// Where it keeps its settings and, across a restart, its connection table.
+    pub state_dir: PathBuf,
+    /// The namespace it runs in.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -109,7 +113,6 @@ impl Daemon {
     /// As [`Daemon::start`], inside network namespace `netns` when given (`ip netns exec` execs
     /// the daemon in place, so its PID is the child's).
     pub fn start_in(netns: Option<&str>, prefix: &str, config: Option<&str>, files: &[(&str, &str)]) -> Daemon {
-        let b = bins();
         let dir = std::env::temp_dir().join(unique(prefix));
         fs::create_dir_all(&dir).expect("creating the daemon's directory");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -121,7 +124,24 @@ impl Daemon {
         }
         let socket = dir.join("run").join("ctl.sock");
         let log = dir.join("daemon.log");
-        let mut cmd = match netns {
+        let state_dir = dir.join("state");
+        if let Some(text) = config {
+            let path = dir.join("ferrowall.conf");
+            fs::write(&path, text.replace("{dir}", &dir.to_string_lossy())).expect("writing the config");
+        }
+        let mut d = Daemon { child: None, dir, socket, log, state_dir, netns: netns.map(str::to_owned) };
+        if let Err(why) = d.launch() {
+            panic!("{why}");
+        }
+        d
+    }
+
+    /// Starts the daemon process (the one of this directory must not be running) and waits for
+    /// its control socket; its standard error goes on at the end of the log.
+    pub fn launch(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "the daemon is running");
+        let b = bins();
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(&b.ferrowall);
@@ -129,24 +149,29 @@ impl Daemon {
             }
             None => Command::new(&b.ferrowall),
         };
-        cmd.arg("run").arg("--ctl-socket").arg(&socket);
-        if let Some(text) = config {
-            let path = dir.join("ferrowall.conf");
-            fs::write(&path, text.replace("{dir}", &dir.to_string_lossy())).expect("writing the config");
-            cmd.arg("--config").arg(&path);
+        cmd.arg("run").arg("--ctl-socket").arg(&self.socket).arg("--state-dir").arg(&self.state_dir);
+        let config = self.dir.join("ferrowall.conf");
+        if config.exists() {
+            cmd.arg("--config").arg(&config);
         }
-        let logf = fs::File::create(&log).expect("creating the log");
+        const READY: &str = "control socket listening on";
+        let before = self.log().matches(READY).count();
+        let logf = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the log");
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf).spawn().expect("starting ferrowall");
-        let mut d = Daemon { child: Some(child), dir, socket, log };
+        self.child = Some(child);
         let start = clock::now();
-        while !d.socket.exists() {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ferrowall exited at start-up ({st}): {}", d.log());
+        // Ready once it says so (a stale socket file may be left by the last run).
+        while self.log().matches(READY).count() == before {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("ferrowall exited at start-up ({st}): {}", self.log()));
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "no control socket after 20 s: {}", d.log());
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!("no control socket after 20 s: {}", self.log()));
+            }
             clock::sleep(Duration::from_millis(5));
         }
-        d
+        Ok(())
     }
 
     /// What the daemon wrote to its standard error so far.

@@ -27,6 +27,7 @@
 pub mod conn;
 mod index;
 pub mod l4;
+pub mod snapshot;
 pub mod tuple;
 
 use std::hash::BuildHasher;
@@ -574,12 +575,7 @@ impl Conntrack {
         let slab = &mut *guard;
         let now = c.start;
         // Another worker may have confirmed the same flow meanwhile: keep theirs (clash resolution).
-        let clash = shard.index.find(h, |e| {
-            slab.slots.get((e >> 1) as usize).and_then(Option::as_ref).is_some_and(|o| {
-                o.expires > now && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1])
-            })
-        });
-        if clash.is_some() {
+        if Self::clashes(shard, slab, h, &c, now) {
             stats.clash_resolve += 1;
             return Ok(());
         }
@@ -597,6 +593,27 @@ impl Conntrack {
             }
         }
         c.status.insert(Status::CONFIRMED);
+        self.insert_locked(shard, slab, h, c);
+        stats.insert += 1;
+        Ok(())
+    }
+
+    /// Whether a live connection with one of `c`'s tuples is in the shard of hash `h`.
+    fn clashes(shard: &Shard, slab: &Slab, h: u64, c: &Conn, now: Timestamp) -> bool {
+        shard
+            .index
+            .find(h, |e| {
+                slab.slots.get((e >> 1) as usize).and_then(Option::as_ref).is_some_and(|o| {
+                    o.expires > now
+                        && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1])
+                })
+            })
+            .is_some()
+    }
+
+    /// Puts `c` (hashing to `h`) into a free slot of its shard and indexes both its tuples.
+    /// Caller holds the lock and has made sure there is room.
+    fn insert_locked(&self, shard: &Shard, slab: &mut Slab, h: u64, c: Conn) {
         let slot = match slab.free.pop() {
             Some(s) => {
                 slab.slots[s as usize] = Some(c);
@@ -612,8 +629,21 @@ impl Conntrack {
         let inserted = shard.index.insert(h, slot << 1) && shard.index.insert(h, slot << 1 | 1);
         debug_assert!(inserted, "index sized for the slab");
         self.count.fetch_add(1, Ordering::Relaxed);
-        stats.insert += 1;
-        Ok(())
+    }
+
+    /// Inserts a connection carried over from a snapshot, as it was (no early drop); `false`
+    /// when the table is full or already holds one of its tuples.
+    fn insert_restored(&self, c: Conn, now: Timestamp) -> bool {
+        let h = self.hash(&c.tuple[0]);
+        let shard = self.shard(h);
+        let mut guard = shard.slab.lock();
+        let slab = &mut *guard;
+        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
+        if shard_full || self.count.load(Ordering::Relaxed) >= self.max || Self::clashes(shard, slab, h, &c, now) {
+            return false;
+        }
+        self.insert_locked(shard, slab, h, c);
+        true
     }
 
     /// Drops one unassured connection of this shard (expired ones first): the kernel's early

@@ -7,7 +7,7 @@ use proto::packet::{ipproto, Family, Packet, L4};
 /// `sport`/`dport` carry the L4 identifiers: ports for TCP, UDP, UDP-Lite and SCTP; for ICMP and
 /// ICMPv6 `sport` is the query id and `dport` is `type << 8 | code`; for GRE they are the keys
 /// (PPTP: `dport` is the call ID). Other protocols use zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tuple {
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -18,7 +18,7 @@ pub struct Tuple {
 }
 
 /// Direction of a packet relative to its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dir {
     Original = 0,
     Reply = 1,

@@ -6,6 +6,7 @@
 //! ctl_group = ferrowall                  # a group (name or gid) whose members may change settings
 //! rules = rules.conf                     # the rule file; relative to this file's directory
 //! max_connections = 262144               # the conntrack table's size
+//! state_dir = /var/lib/ferrowall         # what survives a restart (default shown); relative to this file
 //! timeout = dns inet udp unreplied 2 replied 5   # a timeout policy, in `nfct timeout add` syntax
 //! mode = router                          # router (AF_PACKET ports), tun or bridge
 //! interface = veth-cli 198.18.1.1/24 2001:2:0:1::1/64   # a port and ferrowall's own addresses on it
@@ -39,6 +40,8 @@ pub struct Config {
     /// The rule file, resolved against the configuration file's directory.
     pub rules: Option<PathBuf>,
     pub max_connections: usize,
+    /// Where the settings and, across a graceful restart, the connection table are kept.
+    pub state_dir: PathBuf,
     /// Timeout policies to create at start, with the line declaring each.
     pub timeouts: Vec<(usize, Declaration)>,
     /// How packets are forwarded (when there are interfaces).
@@ -113,6 +116,7 @@ impl Default for Config {
             ctl_group: None,
             rules: None,
             max_connections: crate::conntrack::DEFAULT_MAX,
+            state_dir: PathBuf::from(super::state::DEFAULT_STATE_DIR),
             timeouts: Vec::new(),
             mode: Mode::default(),
             interfaces: Vec::new(),
@@ -219,6 +223,7 @@ impl Config {
                     c.ctl_group = Some(gid.ok_or_else(|| err(format!("unknown group `{value}`")))?);
                 }
                 "rules" => c.rules = Some(base.join(value)),
+                "state_dir" => c.state_dir = base.join(value),
                 "max_connections" => match value.parse::<usize>() {
                     Ok(n) if n > 0 => c.max_connections = n,
                     _ => return Err(err(format!("max_connections must be a positive integer, not `{value}`"))),

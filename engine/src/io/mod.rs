@@ -12,6 +12,8 @@
 //! * [`bridge`]: bridge mode.
 //! * `worker`: what the three modes' workers share: the mio loop, the timers, the batch counters,
 //!   the handling of a `forward` verdict.
+//! * [`state`]: the state directory: the settings (policies, defaults, rule set) saved on every
+//!   change, and the connection table saved at stop, so that nothing is lost across a restart.
 //! * `sys`: the syscalls std lacks, behind one helper; the only `unsafe` code here.
 //!
 //! [`run`] is `ferrowall run`: it loads the configuration and the rule file, opens the control
@@ -55,6 +57,7 @@ pub mod control_socket;
 pub mod datapath;
 pub mod pcap_port;
 pub mod port;
+pub mod state;
 mod sys;
 pub mod tun;
 pub mod tunnel;
@@ -82,6 +85,7 @@ use crate::filter::RuleSet;
 use crate::timeouts::Registry;
 use config::{Config, ConfigError};
 use control_socket::{Backend, ControlServer, PeerInfo};
+use state::StateDir;
 
 /// Mode of the control socket file: owner (root) and the control group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -93,6 +97,8 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Overrides the configuration's `ctl_socket`.
     pub ctl_socket: Option<PathBuf>,
+    /// Overrides the configuration's `state_dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -113,6 +119,8 @@ pub enum RunError {
     Unsupported(String),
     /// Switching to the configured `user` failed or left privileges behind.
     Privileges(String),
+    /// The state directory could not be used, or its settings file is damaged.
+    State(String),
 }
 
 impl fmt::Display for RunError {
@@ -126,39 +134,66 @@ impl fmt::Display for RunError {
             RunError::Ports(e) => write!(f, "opening ports: {e}"),
             RunError::Unsupported(what) => write!(f, "{what}"),
             RunError::Privileges(why) => write!(f, "dropping privileges: {why}"),
+            RunError::State(why) => write!(f, "{why}"),
         }
     }
 }
 
 impl std::error::Error for RunError {}
 
-/// The engine's state as a configuration describes it: the table, the declared timeout policies,
-/// and the rule set (loaded after the policies, so it can name them).
+/// The engine's state as a configuration (and the saved settings, if any) describes it: the
+/// table, the timeout policies, and the rule set (loaded after the policies, so it can name them).
 pub struct EngineState {
     pub registry: Registry,
     pub ct: Conntrack,
     pub rules: Option<RuleSet>,
+    /// The rule set's source: (file, text).
+    pub rules_source: Option<(String, String)>,
 }
 
 impl EngineState {
-    /// Builds the state `cfg` (read from `file`, for error messages) describes.
-    pub fn from_config(cfg: &Config, file: Option<&Path>) -> Result<EngineState, RunError> {
+    /// Builds the state `cfg` (read from `file`, for error messages) describes. With `saved`
+    /// settings (from the state directory), their defaults and policies replace the
+    /// configuration's `timeout` lines, and when the rule file is refused their rule set (the
+    /// last one in force) is used instead, with a warning, as a refused reload keeps the
+    /// running rules.
+    pub fn from_config(
+        cfg: &Config,
+        file: Option<&Path>,
+        saved: Option<&state::Settings>,
+    ) -> Result<EngineState, RunError> {
         let registry = Registry::new();
         let ct = Conntrack::new(cfg.max_connections, conntrack::Config::default());
-        for (line, decl) in &cfg.timeouts {
-            decl.create(&registry, &ct).map_err(|e| {
-                RunError::Config(ConfigError {
-                    file: file.map(Path::to_path_buf).unwrap_or_default(),
-                    line: *line,
-                    why: format!("timeout policy `{}`: {e}", decl.name),
-                })
-            })?;
+        match saved {
+            Some(s) => s.apply(&registry, &ct).map_err(|e| RunError::State(format!("saved settings: {e}")))?,
+            None => {
+                for (line, decl) in &cfg.timeouts {
+                    decl.create(&registry, &ct).map_err(|e| {
+                        RunError::Config(ConfigError {
+                            file: file.map(Path::to_path_buf).unwrap_or_default(),
+                            line: *line,
+                            why: format!("timeout policy `{}`: {e}", decl.name),
+                        })
+                    })?;
+                }
+            }
         }
-        let rules = match &cfg.rules {
-            Some(p) => Some(load_rules(p, &registry).map_err(RunError::Rules)?),
-            None => None,
+        let (rules, rules_source) = match &cfg.rules {
+            Some(p) => match load_rules(p, &registry) {
+                Ok((rules, source)) => (Some(rules), Some(source)),
+                Err(e) => match saved.and_then(|s| s.rules.as_ref()) {
+                    Some((name, text)) => {
+                        let rules = RuleSet::parse(name, text, &registry)
+                            .map_err(|e2| RunError::Rules(format!("{e}; the saved rule set is refused too: {e2}")))?;
+                        eprintln!("ferrowall: {e}; running the rule set in force at the last stop (saved in the state directory)");
+                        (Some(rules), Some((name.clone(), text.clone())))
+                    }
+                    None => return Err(RunError::Rules(e)),
+                },
+            },
+            None => (None, None),
         };
-        Ok(EngineState { registry, ct, rules })
+        Ok(EngineState { registry, ct, rules, rules_source })
     }
 }
 
@@ -171,8 +206,20 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let path = opts.ctl_socket.clone().unwrap_or_else(|| cfg.ctl_socket.clone());
     // Signals first, so a stop request during start-up still removes the socket file.
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(RunError::Signals)?;
-    let state = EngineState::from_config(&cfg, opts.config.as_deref())?;
+    let state_path = opts.state_dir.clone().unwrap_or_else(|| cfg.state_dir.clone());
+    let mut state_dir =
+        StateDir::open(&state_path, cfg.run_as.as_ref().map(|w| (w.uid, w.gid))).map_err(RunError::State)?;
+    let saved = state_dir.load().map_err(RunError::State)?;
+    let state = EngineState::from_config(&cfg, opts.config.as_deref(), saved.as_ref())?;
+    if let Some(s) = &saved {
+        eprintln!(
+            "ferrowall: restored {} timeout policies and the defaults from {}",
+            s.policies.len(),
+            state_dir.state_path().display()
+        );
+    }
     let shared = Arc::new(Shared::new(state.registry, state.ct, state.rules.unwrap_or_default()));
+    restore_table(&state_dir, &shared);
     let stop = Arc::new(AtomicBool::new(false));
     let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let names = cfg.interfaces.iter().map(|(_, i)| i.name.as_str()).collect::<Vec<_>>().join(", ");
@@ -189,7 +236,16 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         Mode::Tun => tunnel::start(shared.clone(), &cfg, n, stop.clone())?,
     };
     let mut stop_workers = StopWorkers { stop, workers: Vec::new() };
-    let mut daemon = Daemon { shared, rules_path: cfg.rules.clone(), router, config: opts.config.clone() };
+    let mut daemon = Daemon {
+        shared,
+        rules_path: cfg.rules.clone(),
+        rules_source: state.rules_source,
+        router,
+        config: opts.config.clone(),
+        state_dir,
+    };
+    // The settings as they start (at the first start: the configuration's).
+    daemon.persist();
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
     let _remove = SocketFile(path.clone());
@@ -204,7 +260,33 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
     }
     eprintln!("ferrowall: control socket listening on {}", path.display());
-    ControlServer::new(listener, cfg.ctl_group).run(&mut daemon, signals).map_err(RunError::Loop)
+    let served = ControlServer::new(listener, cfg.ctl_group).run(&mut daemon, signals).map_err(RunError::Loop);
+    // The workers stop first, so that the table saved is the table as they left it.
+    drop(stop_workers);
+    daemon.save_table();
+    served
+}
+
+/// Puts back the connection table saved at the last stop, if any; a damaged snapshot is set
+/// aside and the table starts empty.
+fn restore_table(dir: &StateDir, shared: &Shared) {
+    let bytes = match dir.take_table() {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => return eprintln!("ferrowall: reading the saved connection table: {e}; starting with an empty table"),
+    };
+    match shared.ct.restore(&bytes, shared.now(), state::wall_ns(), &shared.registry) {
+        Ok(r) => eprintln!(
+            "ferrowall: restored {} connections from the last stop ({} expired meanwhile, {} left out)",
+            r.restored, r.expired, r.refused
+        ),
+        Err(e) => {
+            let kept = dir
+                .set_aside_table(&bytes)
+                .map_or_else(|e| format!(" (not kept: {e})"), |()| " (kept as conntrack.damaged)".to_owned());
+            eprintln!("ferrowall: the saved connection table is {e}{kept}; starting with an empty table");
+        }
+    }
 }
 
 /// Switches every thread to `who` and checks, in `/proc/self/task/*/status`, that each has the
@@ -296,9 +378,14 @@ fn open_control_socket(path: &Path, ctl_gid: Option<u32>) -> io::Result<OwnedFd>
 }
 
 /// Parses the rule file at `path` against `registry` (the new set takes its policy uses before
-/// the old one releases its own); errors read `file:line:col: why`.
-fn load_rules(path: &Path, registry: &Registry) -> Result<RuleSet, String> {
-    RuleSet::load(path, registry).map_err(|e| e.to_string())
+/// the old one releases its own); errors read `file:line:col: why`. Returns the rule set and its
+/// source (file name, text).
+fn load_rules(path: &Path, registry: &Registry) -> Result<(RuleSet, (String, String)), String> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| crate::filter::RuleError::Read { file: file.clone(), source }.to_string())?;
+    let rules = RuleSet::parse(&file, &text, registry).map_err(|e| e.to_string())?;
+    Ok((rules, (file, text)))
 }
 
 /// The state the control plane serves, shared with the workers.
@@ -308,12 +395,39 @@ struct Daemon {
     /// Router mode's router, whose static routes a reload re-reads from `config`.
     router: Option<Arc<Router>>,
     config: Option<PathBuf>,
+    /// The rule set in force: (file, text), saved with the settings.
+    rules_source: Option<(String, String)>,
+    state_dir: StateDir,
+}
+
+impl Daemon {
+    /// Saves the settings if they changed (a failure is logged: the daemon keeps serving).
+    fn persist(&mut self) {
+        let s = state::Settings::capture(&self.shared.registry, &self.shared.ct, self.rules_source.as_ref());
+        if let Err(e) = self.state_dir.store(&s) {
+            eprintln!("ferrowall: saving settings to {}: {e}", self.state_dir.state_path().display());
+        }
+    }
+
+    /// Saves the connection table for the next start (the workers must have stopped).
+    fn save_table(&self) {
+        let sh = &self.shared;
+        let bytes = sh.ct.save(sh.now(), state::wall_ns());
+        match self.state_dir.store_table(&bytes) {
+            Ok(()) => eprintln!("ferrowall: saved {} connections for the next start", sh.ct.len()),
+            Err(e) => eprintln!("ferrowall: saving the connection table: {e}"),
+        }
+    }
 }
 
 impl Backend for Daemon {
     fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>> {
         let ctl = Control { registry: &self.shared.registry, ct: &self.shared.ct };
-        control::handle(&ctl, Peer { portid: peer.portid, privileged: peer.privileged }, datagram)
+        let replies = control::handle(&ctl, Peer { portid: peer.portid, privileged: peer.privileged }, datagram);
+        if peer.privileged {
+            self.persist();
+        }
+        replies
     }
 
     fn reload(&mut self) -> Result<(), String> {
@@ -334,8 +448,10 @@ impl Backend for Daemon {
         if let Some((router, statics)) = routes {
             router.replace_routes(&statics).map_err(|e| e.to_string())?;
         }
-        if let Some(next) = rules {
+        if let Some((next, source)) = rules {
             self.shared.rules.store(Arc::new(next));
+            self.rules_source = Some(source);
+            self.persist();
         }
         Ok(())
     }

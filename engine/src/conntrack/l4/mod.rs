@@ -274,7 +274,7 @@ impl Proto {
 }
 
 /// A connection's protocol state: one variant per tracker with state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ProtoState {
     Tcp(tcp::State),
     Sctp(sctp::State),

@@ -25,7 +25,7 @@ use crate::conntrack::tuple::Dir;
 
 /// The tracker's states, with the kernel's numbers (`enum sctp_conntrack`, carried by ctnetlink as
 /// `CTA_PROTOINFO_SCTP_STATE`). Number 9 (HEARTBEAT_ACKED) is no longer used by the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum SctpState {
     /// Nothing seen yet: only a connection under construction is in this state.
@@ -67,7 +67,7 @@ impl SctpState {
 }
 
 /// Per-connection SCTP state (`struct ip_ct_sctp`): 16 bytes, no heap.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     state: SctpState,
     /// Verification tag expected on packets of each direction (indexed by [`Dir`]).
@@ -226,7 +226,7 @@ fn chunks(seg: &[u8]) -> impl Iterator<Item = Chunk> + '_ {
 }
 
 /// Chunk types present, for the types below 32 (all the ones the tracker tests).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Map(u32);
 
 impl Map {

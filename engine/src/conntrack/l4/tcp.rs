@@ -22,7 +22,7 @@ use crate::conntrack::tuple::Dir;
 pub struct Tcp;
 
 /// Connection states, numbered as the kernel's `enum tcp_conntrack` (ctnetlink carries the number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum TcpState {
     /// No packet seen yet.
@@ -133,7 +133,7 @@ const MAX_ACK_WIN_CONST: u32 = 66000;
 const HANDLE_INVALID_MIN_NS: u64 = 120 * 1_000_000_000;
 
 /// What we know about one direction's sender (`struct ip_ct_tcp_state`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Side {
     /// Highest sequence number sent plus length (`td_end`).
     end: u32,
@@ -172,7 +172,7 @@ impl Side {
 }
 
 /// Flag class of a segment (`enum tcp_bit_set`), the middle index of the state table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 enum Index {
     Syn = 0,
@@ -205,7 +205,7 @@ impl Index {
 }
 
 /// Per-connection TCP state (`struct ip_ct_tcp`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct State {
     /// `seen[Dir::Original as usize]` and `seen[Dir::Reply as usize]`.
     seen: [Side; 2],
