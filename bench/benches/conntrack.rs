@@ -148,6 +148,14 @@ fn established(c: &mut Criterion) {
             ct.index_bytes() >> 20,
         );
         let mut rng = SmallRng::seed_from_u64(7);
+        // FERROWALL_BENCH_PACKETS=N: a fixed number of batched packets, without criterion, so
+        // that `perf stat -e cycles:u,instructions:u` counts a known amount of work (cycles of
+        // this process only: usable as a comparison while other jobs load the machine).
+        if let Some(count) = std::env::var("FERROWALL_BENCH_PACKETS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            let took = run_established(&ct, &acks, &mut rng, count, true);
+            println!("established/{n}/batch: {count} packets, {:.1} ns/packet", took.as_nanos() as f64 / count as f64);
+            continue;
+        }
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("{n}/per_packet"), |b| {
             b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, false))

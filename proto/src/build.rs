@@ -458,7 +458,8 @@ mod tests {
             let seg = p.l4_bytes(&t);
             assert_eq!(checksum::l4(p.family, &p.src, &p.dst, 6, seg, seg.len()), 0);
             let L4::Tcp(tcp) = p.l4 else { panic!() };
-            assert_eq!((tcp.options.mss, tcp.options.wscale, p.payload_len()), (Some(1400), Some(3), 3));
+            let o = tcp.options(seg);
+            assert_eq!((o.mss, o.wscale, p.payload_len()), (Some(1400), Some(3), 3));
 
             let u = b.udp(5, 6, b"hello");
             let p = parse_ip(&u, 0).unwrap();

@@ -163,7 +163,15 @@ pub struct Tcp {
     pub window: u16,
     /// Header length in bytes (data offset × 4).
     pub header_len: u8,
-    pub options: TcpOptions,
+}
+
+impl Tcp {
+    /// The header's options, read from the segment `seg` this header was parsed from (read on
+    /// demand: kept in every parsed packet they would make it 40 bytes bigger and cost a walk
+    /// per packet, while the TCP tracker reads the few it needs from the bytes itself).
+    pub fn options(&self, seg: &[u8]) -> TcpOptions {
+        seg.get(20..usize::from(self.header_len)).map_or_else(TcpOptions::default, parse_tcp_options)
+    }
 }
 
 /// A UDP or UDP-Lite header's fields.
@@ -240,6 +248,11 @@ pub struct Packet {
     pub end: usize,
     /// Set when this datagram is a fragment.
     pub fragment: Option<Fragment>,
+    /// Set by whoever received the packet when its L4 checksum is already known good (the NIC
+    /// or the sending kernel verified it: `TP_STATUS_CSUM_VALID`, the kernel's
+    /// `CHECKSUM_UNNECESSARY`); conntrack then does not verify it again, as the kernel does not.
+    /// The parser leaves it unset.
+    pub l4_checksum_verified: bool,
     pub l4: L4,
 }
 
@@ -385,6 +398,7 @@ fn parse_ipv4(buf: &[u8], off: usize, quoted: bool) -> Result<Packet, ParseError
         l4_offset,
         end,
         fragment,
+        l4_checksum_verified: false,
         l4: L4::Other,
     };
     if frag_off == 0 {
@@ -465,6 +479,7 @@ fn parse_ipv6(buf: &[u8], off: usize, quoted: bool) -> Result<Packet, ParseError
         l4_offset: cur,
         end,
         fragment,
+        l4_checksum_verified: false,
         l4: L4::Other,
     };
     if fragment.is_none_or(|f| f.offset == 0) {
@@ -490,7 +505,6 @@ fn parse_l4(buf: &[u8], p: &Packet, quoted: bool) -> Result<L4, ParseError> {
                     flags: 0,
                     window: 0,
                     header_len: 0,
-                    options: TcpOptions::default(),
                 }));
             }
             let t = TcpPacket::new(seg).ok_or(trunc)?;
@@ -506,7 +520,6 @@ fn parse_l4(buf: &[u8], p: &Packet, quoted: bool) -> Result<L4, ParseError> {
                 flags: seg[13],
                 window: t.get_window(),
                 header_len: hlen as u8,
-                options: parse_tcp_options(&seg[20..hlen]),
             }))
         }
         ipproto::UDP | ipproto::UDPLITE => {
@@ -709,10 +722,11 @@ mod tests {
         assert_eq!(&p.src[..4], &[198, 18, 0, 1]);
         let L4::Tcp(t) = p.l4 else { panic!("not tcp: {:?}", p.l4) };
         assert_eq!((t.sport, t.dport, t.seq, t.flags), (1234, 80, 1000, tcp_flags::SYN));
-        assert_eq!(t.options.mss, Some(1460));
-        assert_eq!(t.options.wscale, Some(7));
-        assert!(t.options.sack_perm);
-        assert_eq!(t.options.timestamp, Some((1, 0)));
+        let o = t.options(p.l4_bytes(&f));
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.wscale, Some(7));
+        assert!(o.sack_perm);
+        assert_eq!(o.timestamp, Some((1, 0)));
         assert_eq!(p.payload_len(), 0);
     }
 

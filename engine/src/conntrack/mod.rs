@@ -30,7 +30,6 @@ pub mod l4;
 pub mod snapshot;
 pub mod tuple;
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ use crate::timeouts::{Defaults, Policy};
 pub use conn::{Conn, Status};
 use index::Index;
 pub use l4::{Config, Invalid, Proto, ProtoState, Verdict};
-pub use tuple::{Dir, Tuple};
+pub use tuple::{Dir, Tuple, TupleHasher};
 
 /// The conntrack state of a packet, as nftables' `ct state` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,8 +153,9 @@ pub struct Tracked {
     pub dir: Dir,
     /// Why the packet is invalid, when it is.
     pub invalid: Option<Invalid>,
-    /// A new connection waiting for [`Conntrack::confirm`].
-    pending: Option<Conn>,
+    /// A new connection waiting for [`Conntrack::confirm`]: boxed, so that the result of every
+    /// packet stays a few bytes to move.
+    pending: Option<Box<Conn>>,
 }
 
 impl Tracked {
@@ -256,7 +256,7 @@ impl Shard {
 pub struct Conntrack {
     shards: Box<[Shard]>,
     /// Keyed with a per-process random seed, so tuples cannot be chosen to collide.
-    hasher: foldhash::fast::SeedableRandomState,
+    hasher: TupleHasher,
     count: AtomicUsize,
     max: usize,
     pub cfg: Config,
@@ -267,17 +267,17 @@ impl Conntrack {
     /// A table holding at most `max` connections. Index and slab space are reserved up front, as
     /// the kernel sizes its hash table: a shard holds 1.5 times its share, plus some slack.
     pub fn new(max: usize, cfg: Config) -> Conntrack {
-        Conntrack::with_hasher(max, cfg, foldhash::fast::SeedableRandomState::random())
+        Conntrack::with_hasher(max, cfg, TupleHasher::random())
     }
 
     /// A table whose hash has a fixed, publicly known seed: anyone can compute where a tuple lands
     /// and choose tuples that collide. For tests and benchmarks that show why [`Conntrack::new`]
     /// keys the hash with a per-process random secret; never for traffic.
     pub fn with_fixed_hash(max: usize, cfg: Config) -> Conntrack {
-        Conntrack::with_hasher(max, cfg, foldhash::fast::SeedableRandomState::fixed())
+        Conntrack::with_hasher(max, cfg, TupleHasher::fixed())
     }
 
-    fn with_hasher(max: usize, cfg: Config, hasher: foldhash::fast::SeedableRandomState) -> Conntrack {
+    fn with_hasher(max: usize, cfg: Config, hasher: TupleHasher) -> Conntrack {
         let cap = max.div_ceil(SHARDS) * 3 / 2 + 64;
         Conntrack {
             shards: (0..SHARDS).map(|_| Shard::new(cap)).collect(),
@@ -318,7 +318,7 @@ impl Conntrack {
 
     #[inline]
     fn hash(&self, t: &Tuple) -> u64 {
-        self.hasher.hash_one(t.symmetric_key())
+        self.hasher.hash(t)
     }
 
     #[inline]
@@ -365,8 +365,8 @@ impl Conntrack {
                     }
                 }
             }
-            for (k, (key, (buf, pkt))) in keys.into_iter().zip(chunk).enumerate() {
-                let t = self.track_keyed(now, buf, pkt, key, stats);
+            for (k, (key, (buf, pkt))) in keys.iter().zip(chunk).enumerate() {
+                let t = self.track_keyed(now, buf, pkt, *key, stats);
                 decide(c * BATCH + k, t, stats);
             }
         }
@@ -528,7 +528,7 @@ impl Conntrack {
                 return Tracked::invalid(r);
             }
         }
-        Tracked { state: CtState::New, dir: Dir::Original, invalid: None, pending: Some(c) }
+        Tracked { state: CtState::New, dir: Dir::Original, invalid: None, pending: Some(Box::new(c)) }
     }
 
     /// Classifies an ICMP error by the connection of the packet it quotes (`nf_conntrack_inet_error`).
@@ -593,7 +593,7 @@ impl Conntrack {
             }
         }
         c.status.insert(Status::CONFIRMED);
-        self.insert_locked(shard, slab, h, c);
+        self.insert_locked(shard, slab, h, *c);
         stats.insert += 1;
         Ok(())
     }

@@ -343,3 +343,24 @@ fn the_keyed_hash_spreads_tuples_chosen_to_collide() {
     places.dedup();
     assert!(places.len() >= 20, "keyed placements of colliding tuples: {places:?}");
 }
+
+#[test]
+fn checksums_the_receiver_verified_are_not_verified_again() {
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    for mut d in
+        [a().tcp(40000, 80, 1, 0, tcp_flags::SYN, 65535, &[], &[]), a().udp(5000, 53, b"q"), a6().udp(5001, 53, b"q")]
+    {
+        let last = d.len() - 1;
+        d[last] ^= 0xff; // a payload byte (or the last option byte): the checksum no longer matches
+        let mut p = parse_ip(&d, 0).unwrap();
+        let t = ct.track(T0, &d, &p, &mut st);
+        assert_eq!(t.invalid, Some(Invalid::Checksum));
+        // Received with TP_STATUS_CSUM_VALID: as the kernel with CHECKSUM_UNNECESSARY, no check.
+        p.l4_checksum_verified = true;
+        let mut t = ct.track(T0, &d, &p, &mut st);
+        assert_eq!(t.state, CtState::New);
+        ct.confirm(&mut t, &mut st).unwrap();
+    }
+    assert_eq!(ct.len(), 3);
+}

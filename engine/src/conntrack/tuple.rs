@@ -97,23 +97,6 @@ impl Tuple {
         Some(Tuple { src: self.dst, dst: self.src, sport, dport, family: self.family, proto: self.proto })
     }
 
-    /// A value equal for a tuple and its inverse, so both directions of a connection hash alike.
-    pub(crate) fn symmetric_key(&self) -> (Family, u8, [u8; 16], [u8; 16], u32) {
-        let (lo, hi, ports) = match self.proto {
-            ipproto::ICMP | ipproto::ICMPV6 => {
-                let (lo, hi) = if self.src <= self.dst { (self.src, self.dst) } else { (self.dst, self.src) };
-                (lo, hi, u32::from(self.sport))
-            }
-            _ => {
-                let a = (self.src, self.sport);
-                let b = (self.dst, self.dport);
-                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-                (lo.0, hi.0, u32::from(lo.1) << 16 | u32::from(hi.1))
-            }
-        };
-        (self.family, self.proto, lo, hi, ports)
-    }
-
     /// ICMP type (for ICMP tuples).
     pub fn icmp_type(&self) -> u8 {
         (self.dport >> 8) as u8
@@ -122,5 +105,121 @@ impl Tuple {
     /// ICMP code (for ICMP tuples).
     pub fn icmp_code(&self) -> u8 {
         (self.dport & 0xff) as u8
+    }
+}
+
+/// The table's hash of a tuple: keyed with a per-process secret, and equal for a tuple and its
+/// inverse, so both directions of a connection land in one place.
+///
+/// Written by hand because it runs once per packet: the two endpoints are put in a canonical
+/// order with 128-bit compares, and the five 64-bit words that result are mixed by folded
+/// 64×64→128-bit multiplications with secret keys (the construction of foldhash and wyhash).
+/// Hashing the same words through `Hash` and foldhash walked the byte arrays field by field and
+/// cost several times as much (see `bench/README.md`).
+#[derive(Debug, Clone)]
+pub struct TupleHasher {
+    keys: [u64; 6],
+}
+
+/// The high and low halves of the 128-bit product, folded together.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl TupleHasher {
+    /// Keys drawn from the operating system's random source, once per table.
+    pub fn random() -> TupleHasher {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        TupleHasher { keys: std::array::from_fn(|_| rng.gen()) }
+    }
+
+    /// Fixed, publicly known keys: anyone can compute where a tuple lands. For tests and
+    /// benchmarks that show why tables use [`TupleHasher::random`].
+    pub fn fixed() -> TupleHasher {
+        // Digits of pi, as any "nothing up my sleeve" constants.
+        TupleHasher {
+            keys: [
+                0x243f_6a88_85a3_08d3,
+                0x1319_8a2e_0370_7344,
+                0xa409_3822_299f_31d0,
+                0x082e_fa98_ec4e_6c89,
+                0x4528_21e6_38d0_1377,
+                0xbe54_66cf_34e9_0c6c,
+            ],
+        }
+    }
+
+    /// The hash of `t`.
+    #[inline]
+    pub fn hash(&self, t: &Tuple) -> u64 {
+        let (a, b) = (u128::from_le_bytes(t.src), u128::from_le_bytes(t.dst));
+        let (lo, hi, ports) = match t.proto {
+            // The type changes between a query and its answer: only the id identifies the flow.
+            ipproto::ICMP | ipproto::ICMPV6 => (a.min(b), a.max(b), u64::from(t.sport)),
+            _ if (a, t.sport) <= (b, t.dport) => (a, b, u64::from(t.sport) << 16 | u64::from(t.dport)),
+            _ => (b, a, u64::from(t.dport) << 16 | u64::from(t.sport)),
+        };
+        let k = &self.keys;
+        let rest = ports | u64::from(t.proto) << 32 | (t.family as u64) << 40;
+        let x = fold(lo as u64 ^ k[0], (lo >> 64) as u64 ^ k[1]) ^ fold(hi as u64 ^ k[2], (hi >> 64) as u64 ^ k[3]);
+        fold(x ^ k[4], rest ^ k[5])
+    }
+
+    /// A keyed hash of `t` together with a 64-bit value `extra` (asymmetric in nothing but
+    /// `extra`: a tuple and its inverse still hash alike).
+    #[inline]
+    pub fn hash_with(&self, t: &Tuple, extra: u64) -> u64 {
+        fold(self.hash(t) ^ self.keys[1], extra ^ self.keys[2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tuple(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, v6: bool, proto: u8) -> Tuple {
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        Tuple { src, dst, sport, dport, family, proto }
+    }
+
+    proptest! {
+        #[test]
+        fn a_tuple_and_its_inverse_hash_alike(
+            src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, v6: bool,
+            proto in prop::sample::select(vec![6u8, 17, 136, 132, 47, 1, 58, 50]),
+        ) {
+            let h = TupleHasher::random();
+            // ICMP(v6) tuples that can be inverted: echo request / reply.
+            let dport = match proto { 1 => 8 << 8, 58 => 128 << 8, _ => dport };
+            let t = tuple(src, dst, sport, dport, v6, proto);
+            let inv = t.invert().expect("invertible");
+            prop_assert_eq!(h.hash(&t), h.hash(&inv));
+            prop_assert_eq!(h.hash_with(&t, 7), h.hash_with(&inv, 7));
+        }
+    }
+
+    #[test]
+    fn every_field_and_the_key_change_the_hash() {
+        let t = tuple([1; 16], [2; 16], 1000, 80, false, 6);
+        let h = TupleHasher::fixed();
+        let mut variants = vec![
+            tuple([3; 16], [2; 16], 1000, 80, false, 6),
+            tuple([1; 16], [3; 16], 1000, 80, false, 6),
+            tuple([1; 16], [2; 16], 1001, 80, false, 6),
+            tuple([1; 16], [2; 16], 1000, 81, false, 6),
+            tuple([1; 16], [2; 16], 1000, 80, true, 6),
+            tuple([1; 16], [2; 16], 1000, 80, false, 17),
+            // Ports swapped without addresses: a different flow.
+            tuple([1; 16], [2; 16], 80, 1000, false, 6),
+        ]
+        .into_iter()
+        .map(|v| h.hash(&v))
+        .collect::<Vec<_>>();
+        variants.push(TupleHasher::random().hash(&t));
+        assert!(variants.iter().all(|&v| v != h.hash(&t)), "{variants:x?}");
     }
 }

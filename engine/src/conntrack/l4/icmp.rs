@@ -63,7 +63,7 @@ impl Tracker for Icmp {
             return Err(Invalid::IcmpType);
         }
         let seg = pkt.l4_bytes(buf);
-        if cfg.checksum {
+        if cfg.checksum && !pkt.l4_checksum_verified {
             let sum = if v6 {
                 checksum::l4(pkt.family, &pkt.src, &pkt.dst, ipproto::ICMPV6, seg, seg.len())
             } else {

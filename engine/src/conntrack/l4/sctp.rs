@@ -296,7 +296,7 @@ impl Tracker for Sctp {
     /// `sctp_error` (short packet, CRC32c) and `do_basic_checks`.
     fn error(pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {
         let (seg, _) = segment(pkt, buf)?;
-        if cfg.checksum && !checksum::sctp_ok(seg) {
+        if cfg.checksum && !pkt.l4_checksum_verified && !checksum::sctp_ok(seg) {
             return Err(Invalid::Checksum);
         }
         basic_checks(seg)

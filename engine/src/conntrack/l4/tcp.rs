@@ -782,7 +782,10 @@ impl Tracker for Tcp {
         if hlen < 20 || hlen > seg.len() {
             return Err(Invalid::Truncated);
         }
-        if cfg.checksum && checksum::l4(pkt.family, &pkt.src, &pkt.dst, ipproto::TCP, seg, seg.len()) != 0 {
+        if cfg.checksum
+            && !pkt.l4_checksum_verified
+            && checksum::l4(pkt.family, &pkt.src, &pkt.dst, ipproto::TCP, seg, seg.len()) != 0
+        {
             return Err(Invalid::Checksum);
         }
         if !valid_flags(t.flags) {

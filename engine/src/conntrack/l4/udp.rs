@@ -54,6 +54,7 @@ impl Tracker for Udp {
         // A zero checksum means "none" (IPv4 only; IPv6 requires one, but the kernel leaves that
         // to the IPv6 stack and does not flag it here).
         if cfg.checksum
+            && !pkt.l4_checksum_verified
             && u.checksum != 0
             && checksum::l4(pkt.family, &pkt.src, &pkt.dst, pkt.proto, &seg[..len], len) != 0
         {
@@ -93,7 +94,10 @@ impl Tracker for UdpLite {
         if u.checksum == 0 {
             return Err(Invalid::Checksum);
         }
-        if cfg.checksum && checksum::l4(pkt.family, &pkt.src, &pkt.dst, pkt.proto, seg, cover) != 0 {
+        if cfg.checksum
+            && !pkt.l4_checksum_verified
+            && checksum::l4(pkt.family, &pkt.src, &pkt.dst, pkt.proto, seg, cover) != 0
+        {
             return Err(Invalid::Checksum);
         }
         Ok(())
