@@ -25,6 +25,7 @@
 //! Expired connections vanish when a lookup meets them and through [`Conntrack::sweep`].
 
 pub mod conn;
+pub mod events;
 mod index;
 pub mod l4;
 pub mod snapshot;
@@ -40,6 +41,7 @@ use crate::clock::Timestamp;
 use crate::sys;
 use crate::timeouts::{Defaults, Policy};
 pub use conn::{Conn, Status};
+use events::{EventKind, Events};
 use index::Index;
 pub use l4::{Config, Invalid, Proto, ProtoState, Verdict};
 pub use tuple::{Dir, Tuple, TupleHasher};
@@ -261,6 +263,8 @@ pub struct Conntrack {
     max: usize,
     pub cfg: Config,
     pub defaults: Defaults,
+    /// Connection events for the control plane's subscribers.
+    pub events: Events,
 }
 
 impl Conntrack {
@@ -286,6 +290,7 @@ impl Conntrack {
             max,
             cfg,
             defaults: Defaults::default(),
+            events: Events::default(),
         }
     }
 
@@ -422,6 +427,8 @@ impl Conntrack {
             } else {
                 CtState::New
             };
+            // What an UPDATE event compares, when someone listens.
+            let before = self.events.wants(EventKind::Update).then(|| (c.status, c.proto.state_code()));
             let verdict = {
                 let values = match &c.policy {
                     Some(pol) if !pol.is_deleted() => &pol.values,
@@ -464,6 +471,9 @@ impl Conntrack {
             }
             if dir == Dir::Reply {
                 c.status.insert(Status::SEEN_REPLY);
+            }
+            if before.is_some_and(|b| b != (c.status, c.proto.state_code())) {
+                self.events.push(EventKind::Update, Box::new(c.clone()));
             }
             return Tracked::of(state, dir);
         }
@@ -614,6 +624,9 @@ impl Conntrack {
     /// Puts `c` (hashing to `h`) into a free slot of its shard and indexes both its tuples.
     /// Caller holds the lock and has made sure there is room.
     fn insert_locked(&self, shard: &Shard, slab: &mut Slab, h: u64, c: Conn) {
+        if self.events.wants(EventKind::New) {
+            self.events.push(EventKind::New, Box::new(c.clone()));
+        }
         let slot = match slab.free.pop() {
             Some(s) => {
                 slab.slots[s as usize] = Some(c);
@@ -699,7 +712,10 @@ impl Conntrack {
     fn remove(&self, shard: &Shard, slab: &mut Slab, h: u64, slot: usize) {
         shard.index.remove(h, (slot as u32) << 1);
         shard.index.remove(h, (slot as u32) << 1 | 1);
-        slab.slots[slot] = None;
+        let gone = slab.slots[slot].take();
+        if let Some(c) = gone.filter(|_| self.events.wants(EventKind::Destroy)) {
+            self.events.push(EventKind::Destroy, Box::new(c));
+        }
         slab.free.push(slot as u32);
         self.count.fetch_sub(1, Ordering::Relaxed);
     }
@@ -745,6 +761,11 @@ impl Conntrack {
         for shard in self.shards.iter() {
             let mut slab = shard.slab.lock();
             let live = slab.slots.iter().flatten().count();
+            if self.events.wants(EventKind::Destroy) {
+                for c in slab.slots.drain(..).flatten() {
+                    self.events.push(EventKind::Destroy, Box::new(c));
+                }
+            }
             // Clear in place: the slab keeps its allocation, so slot addresses stay valid.
             slab.slots.clear();
             slab.free.clear();

@@ -364,3 +364,44 @@ fn checksums_the_receiver_verified_are_not_verified_again() {
     }
     assert_eq!(ct.len(), 3);
 }
+
+#[test]
+fn events_follow_the_kernels_new_update_destroy() {
+    use super::events::EventKind::{self, *};
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let drain = |ct: &Conntrack| {
+        std::iter::from_fn(|| ct.events.pop())
+            .map(|e| (e.kind, e.conn.proto.name().unwrap_or("-").to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let (c, s) = (a(), a().reverse());
+    // Nobody listens: nothing is recorded.
+    run(&ct, T0, &c.tcp(40000, 80, 1, 0, tcp_flags::SYN, 65535, &[], &[]), &mut st);
+    assert!(ct.events.pop().is_none());
+    ct.flush();
+    ct.events.want(New.bit() | Update.bit() | Destroy.bit());
+    run(&ct, T0, &c.tcp(40000, 80, 1, 0, tcp_flags::SYN, 65535, &[], &[]), &mut st);
+    run(&ct, T0, &s.tcp(80, 40000, 500, 2, tcp_flags::SYN | tcp_flags::ACK, 65535, &[], &[]), &mut st);
+    run(&ct, T0, &c.tcp(40000, 80, 2, 501, tcp_flags::ACK, 65535, &[], &[]), &mut st);
+    // Data that changes neither status nor state: no event.
+    run(&ct, T0, &c.tcp(40000, 80, 2, 501, tcp_flags::ACK | tcp_flags::PSH, 65535, &[], b"GET"), &mut st);
+    run(&ct, T0, &c.tcp(40000, 80, 5, 501, tcp_flags::RST, 0, &[], &[]), &mut st);
+    let s = |k: EventKind, n: &str| (k, n.to_owned());
+    assert_eq!(drain(&ct), [s(New, "SYN_SENT"), s(Update, "SYN_RECV"), s(Update, "ESTABLISHED"), s(Update, "CLOSE")]);
+    // A reset connection stays until its CLOSE timeout (10 s); the sweep then destroys it.
+    ct.sweep(T0.plus_secs(11), usize::MAX, &mut st);
+    assert_eq!(drain(&ct), [s(Destroy, "CLOSE")]);
+    // UDP: NEW, then UPDATE at the first reply; the flush destroys.
+    let u = a().udp(5000, 53, b"q");
+    run(&ct, T0, &u, &mut st);
+    run(&ct, T0, &a().reverse().udp(53, 5000, b"a"), &mut st);
+    ct.flush();
+    assert_eq!(drain(&ct), [s(New, "-"), s(Update, "-"), s(Destroy, "-")]);
+    // Only the kinds asked for.
+    ct.events.want(Destroy.bit());
+    run(&ct, T0, &u, &mut st);
+    ct.flush();
+    assert_eq!(drain(&ct), [s(Destroy, "-")]);
+    assert_eq!(ct.events.lost(), 0);
+}

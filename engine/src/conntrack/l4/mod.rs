@@ -293,6 +293,17 @@ impl ProtoState {
         }
     }
 
+    /// The tracker state's number (0 for trackers without states): a change is an `UPDATE`
+    /// event.
+    #[inline]
+    pub fn state_code(&self) -> u8 {
+        match self {
+            ProtoState::Tcp(s) => s.state() as u8,
+            ProtoState::Sctp(s) => s.state() as u8,
+            ProtoState::Stateless => 0,
+        }
+    }
+
     /// The state column for `conntrack -L`.
     pub fn name(&self) -> Option<&'static str> {
         match self {
