@@ -6,6 +6,9 @@
 //!   and `FERROWALL_SOCKET` naming the control socket; its exit status is ferroctl's.
 //! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its rule file (as `SIGHUP` does)
 //!   and prints the reason if the new file was refused.
+//! * `ferroctl conntrack [--socket PATH] [--json] [list|get|delete|flush|count|stats] ...` reads and
+//!   changes the connection table through ctnetlink, the messages `conntrack` sends (see
+//!   [`conntrack`]); `list` prints what `conntrack -L` prints.
 //! * `ferroctl timeout [--socket PATH] [--json] ARGS...` manages timeout policies with exactly the
 //!   syntax and output of `nfct timeout ARGS...` (see [`timeout`]); `--json` (before the command
 //!   word) prints `list`, `get` and `default-get` as JSON.
@@ -23,6 +26,7 @@ use clap::{Parser, Subcommand};
 use proto::{netlink, private};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+mod conntrack;
 mod timeout;
 
 /// The control socket's default path (the daemon's `ctl_socket` default).
@@ -54,11 +58,18 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Print the connection table, as `conntrack -L` prints it.
+    /// The connection table, through ctnetlink: list (the default, as `conntrack -L` prints it),
+    /// get, delete, flush, count, stats.
+    #[command(override_usage = "ferroctl conntrack [--socket PATH] [--json] [COMMAND] [OPTIONS]")]
     Conntrack {
         /// The daemon's control socket.
-        #[arg(long)]
+        #[arg(long, global = true)]
         socket: Option<PathBuf>,
+        /// Print connections, counts and statistics as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: Option<conntrack::CtCmd>,
     },
     /// Print the daemon's counters: datapath, connection table, rules with a `counter`.
     Stats {
@@ -99,7 +110,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Conntrack { socket } => print_view(&socket_path(socket), private::SHOW_CONNTRACK, "conntrack"),
+        Cmd::Conntrack { socket, json, cmd } => {
+            conntrack::main(&socket_path(socket), &cmd.unwrap_or(conntrack::CtCmd::List(Default::default())), json)
+        }
         Cmd::Stats { socket } => print_view(&socket_path(socket), private::SHOW_STATS, "stats"),
         Cmd::Timeout { socket, json, args } => {
             let socket = socket_path(socket);

@@ -22,6 +22,9 @@
 //!   later messages of the same datagram come in between; a second dump in the same datagram
 //!   finds the first still running (`EBUSY`). Both are reproduced.
 //!
+//! ctnetlink requests (subsystems 1 and 2) are handed to [`crate::ctnetlink`] by [`handle_at`], which
+//! also passes the time; [`handle`] serves cttimeout alone.
+//!
 //! Not reproduced: extended-ack TLVs (sent only to sockets that set `NETLINK_EXT_ACK`), and
 //! nf_tables batches (answered as for a subsystem without batch support).
 
@@ -31,6 +34,7 @@ use proto::Errno;
 
 use crate::conntrack::l4::Proto;
 use crate::conntrack::Conntrack;
+use crate::ctnetlink;
 use crate::timeouts::{OnExisting, Policy, Registry};
 
 /// What the handler works on: the named policies and the table holding the defaults.
@@ -61,37 +65,86 @@ const BATCH_GENID: u16 = 1;
 const DUMP_FIRST_CHUNK: usize = 4096 - 320;
 
 /// Handles one request datagram; returns the reply messages in order (each one complete netlink message).
+/// Serves cttimeout only: ctnetlink needs the time, see [`handle_at`].
 pub fn handle(ctl: &Control<'_>, peer: Peer, datagram: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut messages = Vec::new();
+    for d in handle_inner(ctl, None, peer, datagram).datagrams {
+        messages.extend(Messages::new(&d).flatten().map(|m| d[m.offset..m.offset + m.header.len as usize].to_vec()));
+    }
+    messages
+}
+
+/// The answer to one datagram: the reply datagrams the kernel would queue now, and the rest of a
+/// running ctnetlink dump, which the caller produces chunk by chunk with
+/// [`ctnetlink::Dump::next`] as the client reads.
+///
+/// For a datagram with ctnetlink requests, datagram boundaries are the kernel's, because its
+/// clients see them: every unicast reply (an object a `GET` asked for) and every ack or error is a
+/// datagram of its own, a dump's first chunk is one datagram (its rest may be longer than a
+/// reader's buffer and is cut at message boundaries); libnfnetlink's queries read one datagram
+/// and leave the next (an ack) for the next query. cttimeout answers (read by libmnl, which does
+/// not care) are packed into as few datagrams of at most 4096 bytes as they fit, as before.
+#[derive(Debug)]
+pub struct Answer {
+    pub datagrams: Vec<Vec<u8>>,
+    pub dump: Option<ctnetlink::Dump>,
+}
+
+/// [`handle`] for every subsystem served, cttimeout and ctnetlink (conntrack and expectations),
+/// with `env` giving the time and the workers' counters.
+pub fn handle_at(ctl: &Control<'_>, env: &ctnetlink::Env<'_>, peer: Peer, datagram: &[u8]) -> Answer {
+    handle_inner(ctl, Some(env), peer, datagram)
+}
+
+fn handle_inner(ctl: &Control<'_>, env: Option<&ctnetlink::Env<'_>>, peer: Peer, datagram: &[u8]) -> Answer {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let answer = |datagrams| Answer { datagrams, dump: None };
     // nfnetlink_rcv: the first message must be whole, or nothing is answered.
-    let Ok(first) = Header::parse(datagram) else { return out };
+    let Ok(first) = Header::parse(datagram) else { return answer(out) };
     let first_len = first.len as usize;
     if first_len < HDRLEN || first_len > datagram.len() {
-        return out;
+        return answer(out);
     }
     if !peer.privileged {
         out.push(error_message(&first, &datagram[HDRLEN..first_len], peer.portid, Some(Errno::EPERM)));
-        return out;
+        return answer(out);
     }
     if first.kind == BATCH_BEGIN {
         if let Some(e) = batch_error(&first, datagram) {
             out.push(error_message(&first, &datagram[HDRLEN..first_len], peer.portid, Some(e)));
         }
-        return out;
+        return answer(out);
     }
 
     // The part of a running dump the kernel sends only after this datagram was processed.
     let mut deferred: Option<Vec<Vec<u8>>> = None;
+    // A running ctnetlink dump, whose rest is produced as the client reads.
+    let mut stream: Option<ctnetlink::Dump> = None;
+    let mut ctnetlink_seen = false;
     for m in Messages::new(datagram) {
         let Ok(m) = m else { break };
         let h = m.header;
+        ctnetlink_seen |=
+            env.is_some() && matches!((h.kind >> 8) as u8, proto::ctnetlink::SUBSYS | proto::ctnetlink::SUBSYS_EXP);
         let result = if h.flags & flags::REQUEST == 0 || h.kind < msg_type::MIN_TYPE {
             Ok(())
         } else {
-            match message(ctl, peer, &m, &mut out, deferred.is_some()) {
-                Outcome::Done(r) => r,
+            let dumping = deferred.is_some() || stream.is_some();
+            // What this message produced: unicast replies (a datagram each), or a dump's first chunk.
+            let mut replies = Vec::new();
+            match message(ctl, env, peer, &m, &mut replies, dumping) {
+                Outcome::Done(r) => {
+                    out.extend(replies);
+                    r
+                }
                 Outcome::Dump(rest) => {
+                    out.push(replies.concat());
                     deferred = rest;
+                    continue;
+                }
+                Outcome::Stream(d) => {
+                    out.push(replies.concat());
+                    stream = d;
                     continue;
                 }
             }
@@ -102,9 +155,21 @@ pub fn handle(ctl: &Control<'_>, peer: Peer, datagram: &[u8]) -> Vec<Vec<u8>> {
             Err(e) => out.push(error_message(&h, m.payload, peer.portid, Some(e))),
         }
     }
-    out.extend(deferred.into_iter().flatten());
-    out
+    if let Some(rest) = deferred {
+        out.push(rest.concat());
+    }
+    if !ctnetlink_seen {
+        let messages: Vec<Vec<u8>> = out
+            .iter()
+            .flat_map(|d| Messages::new(d).flatten().map(|m| d[m.offset..m.offset + m.header.len as usize].to_vec()))
+            .collect();
+        out = netlink::pack(&messages, PACK_MAX);
+    }
+    Answer { datagrams: out, dump: stream }
 }
+
+/// The largest datagram packed replies are cut into: libmnl's receive buffer on x86.
+const PACK_MAX: usize = 4096;
 
 /// `nfnetlink_rcv_skb_batch` + `nfnetlink_rcv_batch` up to their first checks: the error, if
 /// any, for a batch whose first message is `first` (only nf_tables supports batches; ferrowall has
@@ -131,15 +196,32 @@ enum Outcome {
     Done(Result<(), Errno>),
     /// A dump started (never acked); `Some` holds what the kernel sends after the datagram.
     Dump(Option<Vec<Vec<u8>>>),
+    /// A ctnetlink dump started (never acked); `Some` holds its cursor.
+    Stream(Option<ctnetlink::Dump>),
 }
 
 /// `nfnetlink_rcv_msg` and the cttimeout handlers for one request message.
-fn message(ctl: &Control<'_>, peer: Peer, m: &Message<'_>, out: &mut Vec<Vec<u8>>, dumping: bool) -> Outcome {
+fn message(
+    ctl: &Control<'_>,
+    env: Option<&ctnetlink::Env<'_>>,
+    peer: Peer,
+    m: &Message<'_>,
+    out: &mut Vec<Vec<u8>>,
+    dumping: bool,
+) -> Outcome {
     let h = &m.header;
     if m.payload.len() < Nfgenmsg::LEN {
         return Outcome::Done(Ok(()));
     }
-    if (h.kind >> 8) as u8 != cttimeout::SUBSYS {
+    let subsys = (h.kind >> 8) as u8;
+    if let (Some(env), proto::ctnetlink::SUBSYS | proto::ctnetlink::SUBSYS_EXP) = (env, subsys) {
+        return match ctnetlink::message(ctl.ct, env, m, peer.portid, dumping, out) {
+            Ok(ctnetlink::Handled::Ack) => Outcome::Done(Ok(())),
+            Ok(ctnetlink::Handled::Dump(d)) => Outcome::Stream(d),
+            Err(e) => Outcome::Done(Err(e)),
+        };
+    }
+    if subsys != cttimeout::SUBSYS {
         return Outcome::Done(Err(Errno::EINVAL));
     }
     let t = MsgType::from_u8(h.kind as u8);

@@ -7,6 +7,7 @@
 //! * [`route`]: router mode: longest-prefix routes, the ARP/NDP neighbour cache, ICMP errors and
 //!   the per-packet router step.
 //! * [`bridge`]: bridge mode's forwarding database (MAC learning, ageing, flooding decisions).
+//! * [`ctnetlink`]: the connection table served as the kernel's ctnetlink (`conntrack -L`…).
 //! * [`replay`]: a capture run through the engine, the table printed as `conntrack -L` prints it.
 //!
 //! Time is always an argument ([`clock::Timestamp`]); nothing here reads a clock, sleeps or opens a
@@ -16,6 +17,7 @@ pub mod bridge;
 pub mod clock;
 pub mod conntrack;
 pub mod control;
+pub mod ctnetlink;
 pub mod defrag;
 pub mod display;
 pub mod filter;

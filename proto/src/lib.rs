@@ -13,6 +13,7 @@
 pub mod arp;
 pub mod build;
 pub mod checksum;
+pub mod ctnetlink;
 pub mod cttimeout;
 pub mod errno;
 pub mod ndp;

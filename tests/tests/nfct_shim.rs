@@ -131,7 +131,15 @@ fn nfct_timeout_commands_match_the_kernel() {
 #[test]
 fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     let mut d = Daemon::start(DIR, None, &[]);
-    let second = run(Command::new(&bins().ferrowall).arg("run").arg("--ctl-socket").arg(&d.socket), LIMIT);
+    let second = run(
+        Command::new(&bins().ferrowall)
+            .arg("run")
+            .arg("--ctl-socket")
+            .arg(&d.socket)
+            .arg("--state-dir")
+            .arg(d.dir.join("second")),
+        LIMIT,
+    );
     assert_eq!(second.code, Some(1), "{second}");
     assert!(second.stderr.contains("another daemon is listening there"), "{second}");
     assert_eq!(d.nfct(&["timeout", "list"]).code, Some(0), "the first daemon still serves");
@@ -142,7 +150,8 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     }
     assert!(d.socket.exists());
     let mut c = Command::new(&bins().ferrowall);
-    c.arg("run").arg("--ctl-socket").arg(&d.socket).stdin(Stdio::null()).stdout(Stdio::null());
+    c.arg("run").arg("--ctl-socket").arg(&d.socket).arg("--state-dir").arg(&d.state_dir);
+    c.stdin(Stdio::null()).stdout(Stdio::null());
     d.child = Some(c.stderr(fs::File::create(&d.log).expect("log")).spawn().expect("restarting ferrowall"));
     let start = clock::now();
     loop {

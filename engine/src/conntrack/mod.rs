@@ -28,6 +28,7 @@ pub mod conn;
 pub mod events;
 mod index;
 pub mod l4;
+pub mod ops;
 pub mod snapshot;
 pub mod tuple;
 

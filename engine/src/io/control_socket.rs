@@ -18,6 +18,10 @@
 //!   stopped reading and is dropped, with the reason logged.
 //! * Clients are served round-robin, at most [`READ_BUDGET`] datagrams per turn, so one busy client
 //!   cannot starve the others.
+//! * A reply the backend produces piece by piece ([`Pending`]: a dump of a large connection table)
+//!   is produced as the client reads it: a chunk whenever its queue is below [`PUMP_LOW_WATER`],
+//!   at most [`PUMP_TURN`] bytes per turn. Its later requests wait until the dump is complete, as
+//!   a netlink client reads a dump to its end before asking again.
 //! * `SIGHUP` calls [`Backend::reload`]; `SIGTERM`/`SIGINT` end [`ControlServer::run`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,6 +46,12 @@ pub const REPLY_DATAGRAM_MAX: usize = 4096;
 pub const QUEUE_LIMIT: usize = 8 << 20;
 /// Datagrams read from one client per turn.
 pub const READ_BUDGET: usize = 32;
+/// A pending reply's next chunk is produced once fewer bytes than this are queued for the client.
+pub const PUMP_LOW_WATER: usize = 64 * 1024;
+/// Bytes of a pending reply produced per call to [`Pending::next`].
+pub const PUMP_CHUNK: usize = 32 * 1024;
+/// Bytes of a pending reply produced per turn of one client, at most.
+pub const PUMP_TURN: usize = 1 << 20;
 
 /// Who sent a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +64,33 @@ pub struct PeerInfo {
     pub uid: u32,
 }
 
+/// The rest of a reply that the backend produces piece by piece.
+pub trait Pending {
+    /// The next reply messages, about `budget` bytes of them (possibly none yet); `true` once the
+    /// reply is complete.
+    fn next(&mut self, budget: usize) -> (Vec<Vec<u8>>, bool);
+}
+
+/// The answer to one request datagram.
+pub struct Reply {
+    /// Datagrams of complete netlink messages, in order, sent at once (one longer than
+    /// [`REPLY_DATAGRAM_MAX`] is cut at message boundaries).
+    pub datagrams: Vec<Vec<u8>>,
+    /// What follows them, produced as the client reads.
+    pub pending: Option<Box<dyn Pending>>,
+}
+
+/// Reply messages packed into as few datagrams as fit.
+impl From<Vec<Vec<u8>>> for Reply {
+    fn from(messages: Vec<Vec<u8>>) -> Reply {
+        Reply { datagrams: proto::netlink::pack(&messages, REPLY_DATAGRAM_MAX), pending: None }
+    }
+}
+
 /// What the loop serves: the daemon's request handler and its reload.
 pub trait Backend {
-    /// Complete netlink reply messages, in order, for one request datagram.
-    fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>>;
+    /// The reply to one request datagram.
+    fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Reply;
     /// Re-reads the rule file; on error the running rules stay and the error says where and why.
     fn reload(&mut self) -> Result<(), String>;
     /// The text of a view of the daemon's state ([`private::SHOW_CONNTRACK`],
@@ -80,6 +113,8 @@ struct Client {
     /// The peer hung up or shut down its sending side (`EPOLLRDHUP` was seen): a read of 0 bytes
     /// is the end of the connection, not an empty datagram.
     read_closed: bool,
+    /// A reply still being produced.
+    pending: Option<Box<dyn Pending>>,
 }
 
 /// Why a client was dropped.
@@ -164,13 +199,15 @@ impl ControlServer {
                                 c.read_closed = true;
                             }
                         }
+                        let mut pumping = false;
                         if ev.is_writable() {
                             if let Err(why) = self.flush(t) {
                                 self.drop_client(&poll, t, why);
                                 continue;
                             }
+                            pumping = self.clients.get(&t).is_some_and(|c| c.pending.is_some());
                         }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        if pumping || ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.serve(&poll, t, backend);
                         }
                     }
@@ -219,7 +256,15 @@ impl ControlServer {
             return Err(e);
         }
         let peer = PeerInfo { portid, privileged, pid: cred.pid, uid: cred.uid };
-        let mut c = Client { fd, peer, out: VecDeque::new(), out_bytes: 0, portid_fixed: false, read_closed: false };
+        let mut c = Client {
+            fd,
+            peer,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            portid_fixed: false,
+            read_closed: false,
+            pending: None,
+        };
         let hello = private::hello(portid);
         c.out_bytes += hello.len();
         c.out.push_back(hello);
@@ -247,8 +292,12 @@ impl ControlServer {
         id
     }
 
-    /// Reads and answers up to [`READ_BUDGET`] datagrams of one client.
+    /// Continues the client's pending reply, then reads and answers up to [`READ_BUDGET`]
+    /// datagrams of it.
     fn serve(&mut self, poll: &Poll, t: Token, backend: &mut dyn Backend) {
+        if !self.pump(poll, t) {
+            return;
+        }
         for _ in 0..READ_BUDGET {
             let Some(c) = self.clients.get(&t) else { return };
             let got = match sys::recv(c.fd.as_raw_fd(), &mut self.buf) {
@@ -267,10 +316,18 @@ impl ControlServer {
                 Err(why) => return self.drop_client(poll, t, why),
             };
             let buf = std::mem::take(&mut self.buf);
-            let replies = self.answer(t, &buf[..r.len], r.truncated, backend);
+            let reply = self.answer(t, &buf[..r.len], r.truncated, backend);
             self.buf = buf;
-            if let Err(why) = self.enqueue(t, &replies) {
+            if let Err(why) = self.enqueue(t, reply.datagrams) {
                 return self.drop_client(poll, t, why);
+            }
+            if let Some(p) = reply.pending {
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.pending = Some(p);
+                }
+                if !self.pump(poll, t) {
+                    return;
+                }
             }
         }
         if !self.more.contains(&t) {
@@ -278,23 +335,53 @@ impl ControlServer {
         }
     }
 
-    /// The reply messages to one datagram.
-    fn answer(&mut self, t: Token, datagram: &[u8], truncated: bool, backend: &mut dyn Backend) -> Vec<Vec<u8>> {
-        let Some(c) = self.clients.get_mut(&t) else { return Vec::new() };
+    /// Produces the client's pending reply while its queue is short, [`PUMP_TURN`] bytes at most;
+    /// true once no reply is pending. When it stops with one pending, a writable event (the queue
+    /// drains) or the next turn (`more`) continues it.
+    fn pump(&mut self, poll: &Poll, t: Token) -> bool {
+        let mut produced = 0;
+        loop {
+            let Some(c) = self.clients.get_mut(&t) else { return false };
+            let Some(p) = c.pending.as_mut() else { return true };
+            if c.out_bytes >= PUMP_LOW_WATER {
+                return false;
+            }
+            let (messages, done) = p.next(PUMP_CHUNK);
+            if done {
+                c.pending = None;
+            }
+            let n: usize = messages.iter().map(Vec::len).sum();
+            produced += n;
+            if let Err(why) = self.enqueue(t, proto::netlink::pack(&messages, REPLY_DATAGRAM_MAX)) {
+                self.drop_client(poll, t, why);
+                return false;
+            }
+            if !done && (n == 0 || produced >= PUMP_TURN) {
+                if !self.more.contains(&t) {
+                    self.more.push_back(t);
+                }
+                return false;
+            }
+        }
+    }
+
+    /// The reply to one datagram.
+    fn answer(&mut self, t: Token, datagram: &[u8], truncated: bool, backend: &mut dyn Backend) -> Reply {
+        let Some(c) = self.clients.get_mut(&t) else { return Vec::new().into() };
         let peer = c.peer;
         let Ok(req) = Header::parse(datagram) else {
             // Shorter than a header: a netlink socket ignores it silently.
-            return Vec::new();
+            return Vec::new().into();
         };
         if truncated {
-            return vec![private::error(&req, peer.portid, Errno::EMSGSIZE, None)];
+            return vec![private::error(&req, peer.portid, Errno::EMSGSIZE, None)].into();
         }
         if !private::is_private(datagram) {
             c.portid_fixed = true;
             return backend.handle(&peer, datagram);
         }
         let cmd = (req.kind & 0xff) as u8;
-        match cmd {
+        let replies = match cmd {
             private::MSG_BIND => match private::portid_attr(datagram) {
                 None | Some(0) => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
                 Some(id) if id == peer.portid => {
@@ -328,15 +415,28 @@ impl ControlServer {
                 Err(text) => vec![private::error(&req, peer.portid, Errno::EINVAL, Some(&text))],
             },
             _ => vec![private::error(&req, peer.portid, Errno::EOPNOTSUPP, None)],
-        }
+        };
+        replies.into()
     }
 
-    /// Queues `replies`, cut into datagrams, and sends what the socket takes.
-    fn enqueue(&mut self, t: Token, replies: &[Vec<u8>]) -> Result<(), DropReason> {
+    /// Queues `datagrams` (one longer than [`REPLY_DATAGRAM_MAX`] cut at message boundaries) and
+    /// sends what the socket takes.
+    fn enqueue(&mut self, t: Token, datagrams: Vec<Vec<u8>>) -> Result<(), DropReason> {
         let Some(c) = self.clients.get_mut(&t) else { return Ok(()) };
-        for d in proto::netlink::pack(replies, REPLY_DATAGRAM_MAX) {
-            c.out_bytes += d.len();
-            c.out.push_back(d);
+        for d in datagrams {
+            let parts = if d.len() > REPLY_DATAGRAM_MAX {
+                let messages: Vec<Vec<u8>> = proto::netlink::Messages::new(&d)
+                    .flatten()
+                    .map(|m| d[m.offset..m.offset + m.header.len as usize].to_vec())
+                    .collect();
+                proto::netlink::pack(&messages, REPLY_DATAGRAM_MAX)
+            } else {
+                vec![d]
+            };
+            for p in parts.into_iter().filter(|p| !p.is_empty()) {
+                c.out_bytes += p.len();
+                c.out.push_back(p);
+            }
         }
         if c.out_bytes > QUEUE_LIMIT {
             return Err(DropReason::QueueFull);

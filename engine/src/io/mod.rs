@@ -219,7 +219,6 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         );
     }
     let shared = Arc::new(Shared::new(state.registry, state.ct, state.rules.unwrap_or_default()));
-    restore_table(&state_dir, &shared);
     let stop = Arc::new(AtomicBool::new(false));
     let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let names = cfg.interfaces.iter().map(|(_, i)| i.name.as_str()).collect::<Vec<_>>().join(", ");
@@ -244,8 +243,6 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         config: opts.config.clone(),
         state_dir,
     };
-    // The settings as they start (at the first start: the configuration's).
-    daemon.persist();
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
     let _remove = SocketFile(path.clone());
@@ -253,12 +250,18 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         drop_privileges(who).map_err(RunError::Privileges)?;
         eprintln!("ferrowall: running as uid {} gid {}, capabilities: none", who.uid, who.gid);
     }
+    // The connections saved at the last stop, once nothing can keep the daemon from serving and
+    // before any worker adds its own.
+    restore_table(&daemon.state_dir, &daemon.shared);
     for start in pending {
         stop_workers.workers.push(start().map_err(RunError::Ports)?);
     }
     if !stop_workers.workers.is_empty() {
         eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
     }
+    // The settings as they start (at the first start: the configuration's), once nothing can
+    // keep the daemon from serving.
+    daemon.persist();
     eprintln!("ferrowall: control socket listening on {}", path.display());
     let served = ControlServer::new(listener, cfg.ctl_group).run(&mut daemon, signals).map_err(RunError::Loop);
     // The workers stop first, so that the table saved is the table as they left it.
@@ -421,13 +424,18 @@ impl Daemon {
 }
 
 impl Backend for Daemon {
-    fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Vec<Vec<u8>> {
-        let ctl = Control { registry: &self.shared.registry, ct: &self.shared.ct };
-        let replies = control::handle(&ctl, Peer { portid: peer.portid, privileged: peer.privileged }, datagram);
+    fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> control_socket::Reply {
+        let sh = self.shared.clone();
+        let ctl = Control { registry: &sh.registry, ct: &sh.ct };
+        let cpu_stats = || sh.ct_stats.lock().values().cloned().collect();
+        let env = crate::ctnetlink::Env { now: sh.now(), cpu_stats: &cpu_stats };
+        let answer =
+            control::handle_at(&ctl, &env, Peer { portid: peer.portid, privileged: peer.privileged }, datagram);
         if peer.privileged {
             self.persist();
         }
-        replies
+        let pending = answer.dump.map(|dump| Box::new(DumpStream { shared: sh.clone(), dump }) as _);
+        control_socket::Reply { datagrams: answer.datagrams, pending }
     }
 
     fn reload(&mut self) -> Result<(), String> {
@@ -517,6 +525,18 @@ impl Backend for Daemon {
             }
             _ => None,
         }
+    }
+}
+
+/// The rest of a ctnetlink dump, produced from the live table as the client reads.
+struct DumpStream {
+    shared: Arc<Shared>,
+    dump: crate::ctnetlink::Dump,
+}
+
+impl control_socket::Pending for DumpStream {
+    fn next(&mut self, budget: usize) -> (Vec<Vec<u8>>, bool) {
+        self.dump.next(&self.shared.ct, self.shared.now(), budget)
     }
 }
 

@@ -50,6 +50,24 @@ pub enum SctpState {
 }
 
 impl SctpState {
+    /// The state with kernel number `n` (HEARTBEAT_ACKED, 9, is no longer one).
+    pub fn from_code(n: u8) -> Option<SctpState> {
+        use SctpState::*;
+        [
+            None,
+            Closed,
+            CookieWait,
+            CookieEchoed,
+            Established,
+            ShutdownSent,
+            ShutdownRecd,
+            ShutdownAckSent,
+            HeartbeatSent,
+        ]
+        .get(usize::from(n))
+        .copied()
+    }
+
     /// The name `conntrack -L` prints.
     pub fn name(self) -> &'static str {
         match self {
@@ -83,6 +101,12 @@ pub struct State {
 }
 
 impl State {
+    /// Applies ctnetlink's `CTA_PROTOINFO_SCTP` (`nlattr_to_sctp`): the state and both tags.
+    pub fn apply_netlink(&mut self, state: SctpState, vtag: [u32; 2]) {
+        self.state = state;
+        self.vtag = vtag;
+    }
+
     /// The tracker state.
     pub fn state(&self) -> SctpState {
         self.state

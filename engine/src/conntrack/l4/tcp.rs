@@ -254,6 +254,26 @@ impl State {
     pub fn side(&self, d: Dir) -> &Side {
         &self.seen[d as usize]
     }
+
+    /// Applies ctnetlink's `CTA_PROTOINFO_TCP` as `nlattr_to_tcp` does: the state, each
+    /// direction's `(flags, mask)`, then both window scales if both are given and both sides have
+    /// `WINDOW_SCALE`.
+    pub fn apply_netlink(&mut self, state: Option<TcpState>, flags: [Option<(u8, u8)>; 2], wscale: [Option<u8>; 2]) {
+        if let Some(st) = state {
+            self.state = st;
+        }
+        for (side, f) in self.seen.iter_mut().zip(flags) {
+            if let Some((bits, mask)) = f {
+                side.flags = (side.flags & !mask) | (bits & mask);
+            }
+        }
+        if let [Some(o), Some(r)] = wscale {
+            if self.seen[0].flags & WINDOW_SCALE != 0 && self.seen[1].flags & WINDOW_SCALE != 0 {
+                self.seen[0].scale = o;
+                self.seen[1].scale = r;
+            }
+        }
+    }
 }
 
 /// The timeout slot for the connection's current state.
