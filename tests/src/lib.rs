@@ -7,8 +7,10 @@
 //! [`scenario`] ties them together; [`cmd`] runs the command-line tools and [`clock`] holds the
 //! harness's wall-clock reads. [`daemon`] runs the real `ferrowall run` daemon and its clients
 //! (`ferroctl`, nfct through the shim) for the end-to-end tests; [`testbed_ns`] holds the namespaces
-//! and tools of the datapath end-to-end tests (router, bridge and TUN mode).
+//! and tools of the datapath end-to-end tests (router, bridge and TUN mode); [`blaster`] generates
+//! the hostile traffic (SYN floods, garbage frames) of the flood tests.
 
+pub mod blaster;
 pub mod clock;
 pub mod cmd;
 pub mod compare;

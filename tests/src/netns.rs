@@ -1,6 +1,6 @@
 //! The harness's only `unsafe` code: opening an `AF_PACKET` socket inside a network namespace and
-//! sending Ethernet frames on it; opening a `NETLINK_NETFILTER` socket there and talking to that
-//! namespace's kernel through it.
+//! sending Ethernet frames on it (one by one, or in batches with `sendmmsg`); opening a
+//! `NETLINK_NETFILTER` socket there and talking to that namespace's kernel through it.
 //!
 //! A socket belongs to the namespace it was created in, whatever thread later uses it, so a
 //! throwaway thread enters the namespace (`setns` changes only the calling thread), creates and
@@ -51,7 +51,42 @@ impl PacketSocket {
         }
         Ok(())
     }
+
+    /// Sends `frames` (at most [`MAX_SEND_BATCH`]), in order, with one `sendmmsg` call: returns how
+    /// many the kernel took from the front of the batch. A frame the kernel refuses (shorter than
+    /// an Ethernet header, longer than the link allows: `EINVAL`, `EMSGSIZE`; a full queue:
+    /// `ENOBUFS`) ends the call there; if it is the first one, that is the error, and the caller
+    /// decides whether to skip it.
+    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
+        let frames = &frames[..frames.len().min(MAX_SEND_BATCH)];
+        if frames.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: iovec and mmsghdr are plain integers and pointers, for which all-zero bytes are
+        // valid (null pointers, zero lengths).
+        let mut iov: [libc::iovec; MAX_SEND_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; MAX_SEND_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, f) in frames.iter().enumerate() {
+            // The kernel only reads through iov_base (sendmmsg), so the const-to-mut cast is sound.
+            iov[i] = libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs[..frames.len()]` are initialised mmsghdrs whose single iovec each points at a
+        // frame that outlives the call; the kernel reads those bytes and writes only `msg_len`
+        // fields inside `msgs`; the descriptor is owned by `self` and open.
+        let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), frames.len() as libc::c_uint, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("sendmmsg on {}: {e}", self.what)));
+        }
+        Ok(n as usize)
+    }
 }
+
+/// The most frames one [`PacketSocket::send_batch`] sends.
+pub const MAX_SEND_BATCH: usize = 64;
 
 /// Runs on a thread of its own: enters `ns`, then creates and binds the socket.
 fn open_in(ns: &File, ifname: &CStr) -> io::Result<OwnedFd> {

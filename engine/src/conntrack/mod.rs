@@ -205,6 +205,14 @@ impl Tracked {
 /// Default maximum number of connections, like `nf_conntrack_max`.
 pub const DEFAULT_MAX: usize = 262_144;
 
+/// Where the place for a new connection came from.
+enum Room {
+    Free,
+    /// An unassured connection was dropped for it.
+    Dropped,
+    Full,
+}
+
 /// Entries examined, at most, to find an unassured connection to drop when the table is full.
 const EARLY_DROP_SCAN: usize = 256;
 
@@ -590,14 +598,10 @@ impl Conntrack {
             stats.clash_resolve += 1;
             return Ok(());
         }
-        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
-        if self.count.load(Ordering::Relaxed) >= self.max || shard_full {
-            let mut budget = EARLY_DROP_SCAN;
-            let dropped = self.early_drop(shard, slab, now, &mut budget)
-                || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget));
-            if dropped {
-                stats.early_drop += 1;
-            } else {
+        match self.make_room(shard, slab, h, now) {
+            Room::Free => {}
+            Room::Dropped => stats.early_drop += 1,
+            Room::Full => {
                 stats.drop += 1;
                 stats.insert_failed += 1;
                 return Err(Refused::TableFull);
@@ -607,6 +611,26 @@ impl Conntrack {
         self.insert_locked(shard, slab, h, *c);
         stats.insert += 1;
         Ok(())
+    }
+
+    /// Takes a place in the table for one more connection in the shard of hash `h` (its lock
+    /// held), dropping an unassured one when the table or the shard is full. As the kernel's
+    /// `__nf_conntrack_alloc`, the count is raised first and lowered again on failure, so that two
+    /// workers confirming at once cannot both take the last place.
+    fn make_room(&self, shard: &Shard, slab: &mut Slab, h: u64, now: Timestamp) -> Room {
+        let over = self.count.fetch_add(1, Ordering::AcqRel) >= self.max;
+        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
+        if !over && !shard_full {
+            return Room::Free;
+        }
+        let mut budget = EARLY_DROP_SCAN;
+        if self.early_drop(shard, slab, now, &mut budget)
+            || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget))
+        {
+            return Room::Dropped;
+        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        Room::Full
     }
 
     /// Whether a live connection with one of `c`'s tuples is in the shard of hash `h`.
@@ -623,7 +647,7 @@ impl Conntrack {
     }
 
     /// Puts `c` (hashing to `h`) into a free slot of its shard and indexes both its tuples.
-    /// Caller holds the lock and has made sure there is room.
+    /// Caller holds the lock and has taken the place ([`Conntrack::make_room`]).
     fn insert_locked(&self, shard: &Shard, slab: &mut Slab, h: u64, c: Conn) {
         if self.events.wants(EventKind::New) {
             self.events.push(EventKind::New, Box::new(c.clone()));
@@ -642,7 +666,6 @@ impl Conntrack {
         // The index holds two entries per slot of capacity, so these cannot fail.
         let inserted = shard.index.insert(h, slot << 1) && shard.index.insert(h, slot << 1 | 1);
         debug_assert!(inserted, "index sized for the slab");
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Inserts a connection carried over from a snapshot, as it was (no early drop); `false`
@@ -653,7 +676,11 @@ impl Conntrack {
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
         let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
-        if shard_full || self.count.load(Ordering::Relaxed) >= self.max || Self::clashes(shard, slab, h, &c, now) {
+        if shard_full || Self::clashes(shard, slab, h, &c, now) {
+            return false;
+        }
+        if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         self.insert_locked(shard, slab, h, c);
@@ -669,18 +696,11 @@ impl Conntrack {
             return false;
         }
         *budget -= scan;
-        let mut victim = None;
-        for k in 0..scan {
-            let s = (slab.cursor + k) % n;
-            let Some(c) = &slab.slots[s] else { continue };
-            if c.expires <= now {
-                victim = Some(s);
-                break;
-            }
-            if victim.is_none() && !c.status.contains(Status::ASSURED) {
-                victim = Some(s);
-            }
-        }
+        // The first expired or unassured entry, as the kernel's `early_drop_list` takes the
+        // first unassured one it meets (reaping expired ones on the way).
+        let victim = (0..scan)
+            .map(|k| (slab.cursor + k) % n)
+            .find(|&s| slab.slots[s].as_ref().is_some_and(|c| c.expires <= now || !c.status.contains(Status::ASSURED)));
         let Some(s) = victim else {
             slab.cursor = (slab.cursor + scan) % n;
             return false;

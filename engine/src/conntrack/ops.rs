@@ -6,9 +6,7 @@
 //! connections takes and releases each shard's lock many times, so a worker waiting for that lock
 //! waits for at most a few microseconds, as it would behind another worker.
 
-use std::sync::atomic::Ordering;
-
-use super::{Conn, Conntrack, Status, Tuple, EARLY_DROP_SCAN, SHARDS};
+use super::{Conn, Conntrack, Room, Status, Tuple, SHARDS};
 use crate::clock::Timestamp;
 
 /// Slots examined, at most, per acquisition of a shard's lock.
@@ -97,17 +95,11 @@ impl Conntrack {
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
-        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
-        if self.count.load(Ordering::Relaxed) >= self.max || shard_full {
-            let mut budget = EARLY_DROP_SCAN;
-            let dropped = self.early_drop(shard, slab, now, &mut budget)
-                || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget));
-            if !dropped {
-                return Err(InsertError::Full);
-            }
-        }
         if Self::clashes(shard, slab, h, &c, now) {
             return Err(InsertError::Exists);
+        }
+        if matches!(self.make_room(shard, slab, h, now), Room::Full) {
+            return Err(InsertError::Full);
         }
         c.status.insert(Status::CONFIRMED);
         self.insert_locked(shard, slab, h, c);

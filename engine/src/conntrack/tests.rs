@@ -405,3 +405,40 @@ fn events_follow_the_kernels_new_update_destroy() {
     assert_eq!(drain(&ct), [s(Destroy, "-")]);
     assert_eq!(ct.events.lost(), 0);
 }
+
+#[test]
+fn workers_confirming_at_once_never_take_the_table_past_its_maximum() {
+    // Each round: two threads confirm a new connection each into a table one short of full whose
+    // entries are all assured: one takes the last place, the other can only drop that one (the
+    // only unassured entry) or fail. Never 65 entries.
+    for round in 0..200u16 {
+        let ct = Conntrack::new(64, Config::default());
+        let mut st = Stats::default();
+        for i in 0..63u16 {
+            let (c, s) = (a().udp(1000 + i, 53, b"q"), a().reverse().udp(53, 1000 + i, b"a"));
+            run(&ct, T0, &c, &mut st);
+            run(&ct, T0, &s, &mut st);
+            run(&ct, T0.plus_secs(3), &c, &mut st); // assured: not early-droppable
+        }
+        assert_eq!(ct.len(), 63);
+        let together = std::sync::Barrier::new(2);
+        let results: Vec<bool> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2u16)
+                .map(|t| {
+                    let (ct, together) = (&ct, &together);
+                    sc.spawn(move || {
+                        let d = a().udp(30000 + t * 1000 + round, 53, b"q");
+                        let p = parse_ip(&d, 0).unwrap();
+                        let mut st = Stats::default();
+                        let mut tr = ct.track(T0.plus_secs(3), &d, &p, &mut st);
+                        together.wait();
+                        ct.confirm(&mut tr, &mut st).is_ok()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(ct.len(), 64, "round {round}: {results:?}");
+        assert!(results.contains(&true), "round {round}");
+    }
+}

@@ -50,8 +50,8 @@
 //! kernel's fanout has reassembled IPv4 already; the rest, IPv6 always, by the worker's
 //! [`Defrag`]); the whole datagram is filtered and tracked once, then sent on fragmented again to
 //! the egress port's MTU (IPv6 with the original identification; an IPv4 datagram with DF that
-//! does not fit is dropped). A fragment that does not complete its datagram is held, counted
-//! neither forwarded nor dropped. The `input` and `output` chains never run: nothing is
+//! does not fit is dropped). A fragment that does not complete its datagram is held, counted as
+//! `held`, neither forwarded nor dropped. The `input` and `output` chains never run: nothing is
 //! addressed to the bridge.
 //!
 //! **Unfiltered.** ARP, and every other non-IP ethertype, pass without rules or tracking, as they
@@ -62,8 +62,11 @@
 //! nd-neighbor-advert } accept`).
 //!
 //! **Counters.** `rx` counts every frame received, `forwarded` every frame or reassembled
-//! datagram sent on (a flooded one once), `local` link-local frames consumed, `dropped` the rest; port counters are
-//! published per worker at every tick, as in router mode, for `ferroctl stats`. Each tick (100
+//! datagram sent on (a flooded one once), `local` link-local frames consumed, `held` fragments
+//! taken into reassembly, and every other frame is dropped under its
+//! [`DropReason`](super::datapath::DropReason) (`bad_source_mac`, `same_port`, `reassembly_*`,
+//! the IP header faults, the rules' and conntrack's reasons); port counters are published per
+//! worker at every tick, as in router mode, for `ferroctl stats`. Each tick (100
 //! ms) a worker also sweeps expired connections, and one worker a second sweeps expired MACs.
 //!
 //! **No allocation per forwarded frame**: frames are sent straight from the receive ring (or the
@@ -86,7 +89,7 @@ use proto::packet::{ethertype, ipproto, parse_ip, Family, Packet};
 
 use super::afpacket::AfPacket;
 use super::config::Config;
-use super::datapath::{complete_checksum, link_info, Shared};
+use super::datapath::{complete_checksum, link_info, DropReason, Shared};
 use super::port::{Frame, Port, RxFlags};
 use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use super::RunError;
@@ -150,7 +153,7 @@ pub(crate) fn start(
     let sets = worker::open_afpacket_sets(&names, workers, true).map_err(|e| RunError::Ports(io::Error::other(e)))?;
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
-        let w = Worker { id: i, ports, shared: shared.clone(), stats: Stats::default() };
+        let w = Worker::new(i, ports, shared.clone());
         let bridging = Bridging {
             macs: macs.clone(),
             links: links.clone(),
@@ -189,7 +192,7 @@ impl Bridging {
     /// Receives and handles one batch from port `at`; returns how many frames it had.
     fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<usize> {
         let Bridging { macs, links, scratch, defrag } = self;
-        let Worker { ports, shared, stats, .. } = w;
+        let Worker { ports, shared, stats, counters, .. } = w;
         let (before, rest) = ports.split_at_mut(at);
         let Some((port, after)) = rest.split_first_mut() else { return Ok(0) };
         let mut batch = Batch::default();
@@ -202,7 +205,7 @@ impl Bridging {
                 cx.handle(at, f, &mut out, &mut batch);
             }
         })?;
-        batch.publish(&shared.counters);
+        counters.publish(&batch);
         Ok(n)
     }
 }
@@ -220,16 +223,15 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// One received frame, through the bridge.
-    fn handle(&mut self, at: usize, f: &Frame<'_>, out: &mut dyn FnMut(usize, &[u8]), batch: &mut Batch) {
+    /// One received frame, through the bridge: counted in `batch` as forwarded, local, held or
+    /// dropped under its reason. `out` sends a frame on a port and says whether the port took it.
+    fn handle(&mut self, at: usize, f: &Frame<'_>, out: &mut dyn FnMut(usize, &[u8]) -> bool, batch: &mut Batch) {
         let data = f.data;
         let (Some(dst), Some(src)) = (mac(data, 0), mac(data, 6)) else {
-            batch.dropped += 1;
-            return;
+            return batch.drop(DropReason::L2Truncated);
         };
         if !is_valid_source(&src) {
-            batch.dropped += 1;
-            return;
+            return batch.drop(DropReason::BadSourceMac);
         }
         let port = at as u16;
         let ty = u16::from_be_bytes([data[12], data[13]]);
@@ -254,31 +256,26 @@ impl Cx<'_> {
         }
         let mut p = match parse_ip(data, ETH) {
             Ok(p) if matches!((p.family, ty), (Family::V4, ethertype::IPV4) | (Family::V6, ethertype::IPV6)) => p,
-            _ => {
-                batch.dropped += 1;
-                return;
-            }
+            Ok(_) => return batch.drop(DropReason::IpBadVersion),
+            Err(e) => return batch.drop(DropReason::unparsable(e, data, ETH)),
         };
         // Fragments are tracked and filtered as their whole datagram, as `nf_defrag` does it.
         let mut reassembled = None;
         if let Some(frag) = p.fragment {
             match self.defrag.push(self.now, data, &p) {
                 Reassembly::Whole => {}
-                Reassembly::Held => return,
-                Reassembly::Dropped(_) => {
-                    batch.dropped += 1;
+                Reassembly::Held => {
+                    batch.held += 1;
                     return;
                 }
+                Reassembly::Dropped(why) => return batch.drop(DropReason::reassembly(why)),
                 Reassembly::Done(datagram) => {
                     self.scratch.clear();
                     self.scratch.extend_from_slice(&data[..ETH]);
                     self.scratch.extend_from_slice(&datagram);
                     match parse_ip(self.scratch, ETH) {
                         Ok(whole) => p = whole,
-                        Err(_) => {
-                            batch.dropped += 1;
-                            return;
-                        }
+                        Err(e) => return batch.drop(DropReason::unparsable(e, self.scratch, ETH)),
                     }
                     reassembled = Some(frag.id);
                 }
@@ -294,11 +291,14 @@ impl Cx<'_> {
         } else {
             data
         };
+        // As in router mode: a checksum the kernel verified, or one just completed, is not
+        // verified again (a reassembled datagram's is).
+        p.l4_checksum_verified = reassembled.is_none()
+            && (f.flags.contains(RxFlags::CSUM_VALID) || f.flags.contains(RxFlags::CSUM_NOT_READY));
         let iif = self.links.names[at].as_str();
         let pre = self.rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
         if !matches!(pre.verdict, Verdict::Accept) {
-            batch.dropped += 1;
-            return;
+            return batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
         }
         let mut t =
             if pre.notrack { Tracked::untracked() } else { self.shared.ct.track(self.now, frame, &p, self.stats) };
@@ -334,44 +334,46 @@ impl Cx<'_> {
         egress: Egress,
         frame: &[u8],
         ip: Option<(&Packet, Option<u32>)>,
-        out: &mut dyn FnMut(usize, &[u8]),
+        out: &mut dyn FnMut(usize, &[u8]) -> bool,
         batch: &mut Batch,
     ) {
         let n = self.links.names.len();
-        match egress {
-            Egress::Port(o) => {
-                if self.transmit(usize::from(o), frame, ip, out) {
-                    batch.forwarded += 1;
-                } else {
-                    batch.dropped += 1;
-                }
-            }
+        let sent = match egress {
+            Egress::Port(o) => self.transmit(usize::from(o), frame, ip, out),
             Egress::Flood => {
-                let mut sent = false;
+                // Forwarded if any port took it; else dropped for the first port's reason.
+                let mut sent = Err(DropReason::TxFailed);
                 for o in (0..n).filter(|&o| o != at) {
-                    sent |= self.transmit(o, frame, ip, out);
+                    match (self.transmit(o, frame, ip, out), &sent) {
+                        (Ok(()), _) => sent = Ok(()),
+                        (Err(why), Err(DropReason::TxFailed)) => sent = Err(why),
+                        (Err(_), _) => {}
+                    }
                 }
-                if sent {
-                    batch.forwarded += 1;
-                } else {
-                    batch.dropped += 1;
-                }
+                sent
             }
-            Egress::Filtered => batch.dropped += 1,
-            Egress::LinkLocal => batch.local += 1,
+            Egress::Filtered => Err(DropReason::SamePort),
+            Egress::LinkLocal => {
+                batch.local += 1;
+                return;
+            }
+        };
+        match sent {
+            Ok(()) => batch.forwarded += 1,
+            Err(why) => batch.drop(why),
         }
     }
 
     /// Sends `frame` on port `to`, fragmenting an IP datagram larger than the port's MTU (one
-    /// that reassembly made: IPv4 without DF, IPv6 that came as fragments); false if it could not
-    /// be sent.
+    /// that reassembly made: IPv4 without DF, IPv6 that came as fragments); why it could not be
+    /// sent, if it could not.
     fn transmit(
         &self,
         to: usize,
         frame: &[u8],
         ip: Option<(&Packet, Option<u32>)>,
-        out: &mut dyn FnMut(usize, &[u8]),
-    ) -> bool {
+        out: &mut dyn FnMut(usize, &[u8]) -> bool,
+    ) -> Result<(), DropReason> {
         let mtu = self.links.mtus[to];
         match ip {
             Some((p, frag_id)) if p.end - p.l3_offset > mtu => {
@@ -381,20 +383,23 @@ impl Cx<'_> {
                     (Family::V6, Some(id)) => fragment_v6(datagram, mtu, id),
                     (Family::V6, None) => None,
                 };
-                let Some(pieces) = pieces else { return false };
+                let Some(pieces) = pieces else { return Err(DropReason::TooBig) };
                 let mut f = Vec::with_capacity(ETH + mtu);
+                let mut sent = true;
                 for piece in pieces {
                     f.clear();
                     f.extend_from_slice(&frame[..ETH]);
                     f.extend_from_slice(&piece);
-                    out(to, &f);
+                    sent &= out(to, &f);
                 }
-                true
+                if sent {
+                    Ok(())
+                } else {
+                    Err(DropReason::TxFailed)
+                }
             }
-            _ => {
-                out(to, frame);
-                true
-            }
+            _ if out(to, frame) => Ok(()),
+            _ => Err(DropReason::TxFailed),
         }
     }
 }
@@ -507,7 +512,16 @@ mod tests {
             };
             let mut sent = Vec::new();
             let f = Frame { data: frame, wire_len: frame.len() as u32, flags, vlan, timestamp_ns: 0 };
-            cx.handle(at, &f, &mut |to, bytes| sent.push((to, bytes.to_vec())), &mut self.batch);
+            let mut out = |to, bytes: &[u8]| {
+                sent.push((to, bytes.to_vec()));
+                true
+            };
+            let outcomes = |b: &Batch| b.forwarded + b.local + b.held + b.dropped;
+            let before = outcomes(&self.batch);
+            self.batch.rx += 1;
+            cx.handle(at, &f, &mut out, &mut self.batch);
+            assert_eq!(outcomes(&self.batch), before + 1, "every frame has exactly one outcome");
+            assert_eq!(self.batch.drops.iter().sum::<u64>(), self.batch.dropped);
             sent
         }
 
@@ -552,6 +566,7 @@ mod tests {
         assert_eq!(b.ports(1, &arp(A, B)), [2]);
         let n = &b.batch;
         assert_eq!((n.forwarded, n.dropped, n.local), (6, 1, 0));
+        assert_eq!(n.drops_of(DropReason::SamePort), 1);
         // IPv4 and IPv6 multicast flood too.
         let mc = ethernet([0x01, 0, 0x5e, 0, 0, 1], A, &a_to_b().udp(1, 2, b"x"));
         assert_eq!(b.ports(2, &mc), [0, 1]);
@@ -567,6 +582,8 @@ mod tests {
         assert!(b.rx(0, &arp(BCAST, [0; 6])).is_empty(), "zero source");
         assert!(b.rx(0, &[0xff; 13]).is_empty(), "runt");
         assert_eq!((b.batch.local, b.batch.dropped, b.batch.forwarded), (1, 3, 0));
+        assert_eq!(b.batch.drops_of(DropReason::BadSourceMac), 2);
+        assert_eq!(b.batch.drops_of(DropReason::L2Truncated), 1);
     }
 
     #[test]
@@ -628,6 +645,7 @@ mod tests {
         assert_eq!(b.shared.ct.len(), 0);
         assert!(b.rx(0, &ethernet(BCAST, A, &udp)).is_empty());
         assert_eq!((b.batch.forwarded, b.batch.dropped), (1, 3));
+        assert_eq!(b.batch.drops_of(DropReason::RuleRejectForward), 3);
     }
 
     #[test]
@@ -641,6 +659,7 @@ mod tests {
         partial[at..at + 2].copy_from_slice(&[0x12, 0x34]);
         // Without the flag, a bad checksum: invalid, dropped.
         assert!(b.rx(0, &partial).is_empty());
+        assert_eq!(b.batch.drops_of(DropReason::CtInvalidChecksum), 1);
         let sent = b.rx_with(0, &partial, RxFlags::CSUM_NOT_READY, None);
         assert_eq!(sent, [(1, good)]);
         assert_eq!(b.shared.ct.len(), 1);
@@ -699,6 +718,8 @@ mod tests {
             assert_eq!(whole.map(|w| w[w.len() - 3000..].to_vec()), Some(datagram[datagram.len() - 3000..].to_vec()));
         }
         assert_eq!(b.shared.ct.len(), 2, "one connection each, tracked whole");
+        // Every fragment but the last of each datagram was held; each datagram went once.
+        assert_eq!((b.batch.held, b.batch.forwarded, b.batch.dropped), (4, 3, 0), "the ARP flooded");
     }
 
     #[test]
@@ -721,5 +742,6 @@ mod tests {
             assert_eq!(&f[..14], &big[..14]);
         }
         assert_eq!((b.batch.forwarded, b.batch.dropped), (2, 1), "the ARP and the datagram; the DF one");
+        assert_eq!(b.batch.drops_of(DropReason::TooBig), 1);
     }
 }

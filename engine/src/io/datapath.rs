@@ -11,6 +11,15 @@
 //! into the transmit ring. Frames whose checksum the sender left to offload (`CSUM_NOT_READY`)
 //! get it completed in the scratch copy before anything reads it: conntrack then verifies a real
 //! checksum, and the receiver gets one.
+//!
+//! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
+//! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly
+//! (bridge mode), or dropped under one [`DropReason`], so that `rx = forwarded + local + held +
+//! dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
+//! integers), then adds the batch to its own [`WorkerCounters`] (one writer: no locked
+//! instruction, no cache line shared with another worker); `ferroctl stats` sums the workers'
+//! ([`Shared::datapath_stats`]). Datagrams ferrowall originates are counted apart: `originated`,
+//! or dropped under a reason of their own list.
 #![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
 use std::collections::BTreeMap;
@@ -21,15 +30,16 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use mio::Registry as MioRegistry;
-use proto::packet::{self, Packet, L4};
+use proto::packet::{self, Layer, Packet, ParseError, L4};
 
 use super::afpacket::AfPacket;
 use super::port::{Port, PortStats, RxFlags, Tx};
 use super::worker::{self, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use crate::clock::Timestamp;
-use crate::conntrack::{Conntrack, CtState, Stats, Tracked};
+use crate::conntrack::{Conntrack, CtState, Invalid, Stats, Tracked};
+use crate::defrag::DefragError;
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
-use crate::route::{icmp, Forward, Hop, Routed, Router, Rx};
+use crate::route::{self, icmp, Forward, Hop, NeighDrop, Routed, Router, Rx};
 use crate::timeouts::Registry;
 
 /// What the control plane and the workers share.
@@ -40,7 +50,8 @@ pub struct Shared {
     pub rules: ArcSwap<RuleSet>,
     /// The datapath's clock: nanoseconds since this instant.
     pub epoch: Instant,
-    pub counters: Counters,
+    /// Each worker's datapath counters, registered as the worker is made; summed when shown.
+    pub workers: parking_lot::Mutex<Vec<Arc<WorkerCounters>>>,
     /// Each worker's port counters, by (interface, worker), refreshed at every tick.
     pub ports: parking_lot::Mutex<BTreeMap<(String, usize), PortStats>>,
     /// Each worker's conntrack counters, by worker, refreshed at every tick.
@@ -55,7 +66,7 @@ impl Shared {
             ct,
             rules: ArcSwap::from_pointee(rules),
             epoch: Instant::now(),
-            counters: Counters::default(),
+            workers: parking_lot::Mutex::new(Vec::new()),
             ports: parking_lot::Mutex::new(BTreeMap::new()),
             ct_stats: parking_lot::Mutex::new(BTreeMap::new()),
         }
@@ -65,16 +76,463 @@ impl Shared {
     pub fn now(&self) -> Timestamp {
         Timestamp(self.epoch.elapsed().as_nanos() as u64)
     }
+
+    /// A new worker's counters, registered for [`Shared::datapath_stats`].
+    pub fn register_worker(&self) -> Arc<WorkerCounters> {
+        let c = Arc::new(WorkerCounters::default());
+        self.workers.lock().push(c.clone());
+        c
+    }
+
+    /// The datapath counters summed over the workers. Each worker publishes its counts at the end
+    /// of a batch, so a snapshot taken while traffic flows may be a batch behind on some counter;
+    /// once traffic stops, `rx = forwarded + local + held + dropped` holds exactly.
+    pub fn datapath_stats(&self) -> DatapathStats {
+        let mut s = DatapathStats::default();
+        for w in self.workers.lock().iter() {
+            w.add_to(&mut s);
+        }
+        s
+    }
 }
 
-/// Datapath counters summed over workers (relaxed atomics, added once per batch).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub rx: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub local: AtomicU64,
-    pub originated: AtomicU64,
-    pub dropped: AtomicU64,
+/// Declares [`DropReason`] from one list: variant, counter name and doc, so that the enum, its
+/// counter order ([`DropReason::ALL`]) and its names cannot drift apart.
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $name:literal,)+) => {
+        /// Why the datapath dropped a frame it received (or a datagram it originated): every way
+        /// a frame can end other than forwarded, delivered locally or held for reassembly has a
+        /// name and a counter (as pf's `PFRES_*` and Linux's `skb_drop_reason` do). Each worker
+        /// counts them in its own [`WorkerCounters`]; `ferroctl stats` shows the sums.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum DropReason {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order (`reason as usize` is its index).
+            pub const ALL: [DropReason; [$($name),+].len()] = [$(DropReason::$variant),+];
+            /// How many reasons there are.
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The reason's counter name (snake_case, as `ferroctl stats` prints it).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header (with its VLAN tags).
+    L2Truncated = "l2_truncated",
+    /// Neither ARP, IPv4 nor IPv6 (router mode).
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// Unicast to another MAC address (router mode; Linux's `PACKET_OTHERHOST`).
+    OtherHost = "other_host",
+    /// A group or all-zero source MAC address (bridge mode).
+    BadSourceMac = "bad_source_mac",
+    /// Received on a port that is not one of the router's interfaces.
+    UnknownIface = "unknown_iface",
+    /// An IP version neither 4 nor 6, or not the one the ethertype announces.
+    IpBadVersion = "ip_bad_version",
+    /// The frame ends before the IPv4 header, or before the total length says the datagram does.
+    Ipv4Truncated = "ipv4_truncated",
+    /// An IPv4 header length (IHL) under 5 words.
+    Ipv4BadHeaderLength = "ipv4_bad_header_length",
+    /// An IPv4 total length under the header length.
+    Ipv4BadTotalLength = "ipv4_bad_total_length",
+    /// A wrong IPv4 header checksum.
+    Ipv4BadChecksum = "ipv4_bad_checksum",
+    /// The frame ends before the IPv6 header, or before the payload length says it does.
+    Ipv6Truncated = "ipv6_truncated",
+    /// An IPv6 payload length of 0 (a jumbogram, which is not forwarded).
+    Ipv6BadPayloadLength = "ipv6_bad_payload_length",
+    /// An IPv6 extension header runs past the datagram.
+    Ipv6ExtTruncated = "ipv6_ext_truncated",
+    /// The datagram ends inside the TCP header.
+    TcpTruncated = "tcp_truncated",
+    /// A TCP data offset under 5 words or past the segment.
+    TcpBadHeaderLength = "tcp_bad_header_length",
+    /// The datagram ends inside the UDP (or UDP-Lite) header.
+    UdpTruncated = "udp_truncated",
+    /// The datagram ends inside the ICMP or ICMPv6 header.
+    IcmpTruncated = "icmp_truncated",
+    /// The datagram ends inside the SCTP common header.
+    SctpTruncated = "sctp_truncated",
+    /// The datagram ends inside the GRE header.
+    GreTruncated = "gre_truncated",
+    /// Another L4 header the parser refuses.
+    L4Malformed = "l4_malformed",
+    /// A fragment overlapping data held for its datagram (reassembly, bridge mode).
+    ReassemblyOverlap = "reassembly_overlap",
+    /// A fragment repeating data held for its datagram.
+    ReassemblyDuplicate = "reassembly_duplicate",
+    /// A fragment whose length contradicts its datagram's.
+    ReassemblyBadLength = "reassembly_bad_length",
+    /// A reassembled datagram would exceed the largest IP datagram.
+    ReassemblyTooBig = "reassembly_too_big",
+    /// Fragments disagreeing on ECN.
+    ReassemblyEcn = "reassembly_ecn",
+    /// Reassembly's memory limit was reached.
+    ReassemblyMemoryLimit = "reassembly_memory_limit",
+    /// A fragment reassembly could not take (inconsistent descriptor).
+    ReassemblyMalformed = "reassembly_malformed",
+    /// The prerouting chain dropped it.
+    RuleDropPrerouting = "rule_drop_prerouting",
+    /// The input chain dropped it (a packet to the router itself).
+    RuleDropInput = "rule_drop_input",
+    /// The forward chain dropped it.
+    RuleDropForward = "rule_drop_forward",
+    /// The output chain dropped it (a datagram the router originated).
+    RuleDropOutput = "rule_drop_output",
+    /// A `reject` in the prerouting chain.
+    RuleRejectPrerouting = "rule_reject_prerouting",
+    /// A `reject` in the input chain (answered).
+    RuleRejectInput = "rule_reject_input",
+    /// A `reject` in the forward chain (answered).
+    RuleRejectForward = "rule_reject_forward",
+    /// A `reject` in the output chain.
+    RuleRejectOutput = "rule_reject_output",
+    /// Dropped by the rules, conntrack having found it invalid: truncated L4 header.
+    CtInvalidTruncated = "ct_invalid_truncated",
+    /// Dropped by the rules, invalid: wrong L4 checksum.
+    CtInvalidChecksum = "ct_invalid_checksum",
+    /// Dropped by the rules, invalid: impossible TCP flags.
+    CtInvalidTcpFlags = "ct_invalid_tcp_flags",
+    /// Dropped by the rules, invalid: a TCP packet that cannot start a connection.
+    CtInvalidTcpNew = "ct_invalid_tcp_new",
+    /// Dropped by the rules, invalid: refused in the TCP connection's state.
+    CtInvalidTcpState = "ct_invalid_tcp_state",
+    /// Dropped by the rules, invalid: outside the TCP window.
+    CtInvalidTcpWindow = "ct_invalid_tcp_window",
+    /// Dropped by the rules, invalid: an unacceptable TCP RST.
+    CtInvalidTcpRst = "ct_invalid_tcp_rst",
+    /// Dropped by the rules, invalid: an ICMP type that cannot start a connection.
+    CtInvalidIcmpType = "ct_invalid_icmp_type",
+    /// Dropped by the rules, invalid: an ICMP error about no tracked connection.
+    CtInvalidIcmpError = "ct_invalid_icmp_error",
+    /// Dropped by the rules, invalid: malformed SCTP chunks.
+    CtInvalidSctpChunks = "ct_invalid_sctp_chunks",
+    /// Dropped by the rules, invalid: a wrong SCTP verification tag.
+    CtInvalidSctpVtag = "ct_invalid_sctp_vtag",
+    /// Dropped by the rules, invalid: an SCTP chunk refused in the association's state.
+    CtInvalidSctpState = "ct_invalid_sctp_state",
+    /// Dropped by the rules, invalid: a GRE packet the tracker refuses.
+    CtInvalidGre = "ct_invalid_gre",
+    /// Dropped by the rules, invalid: no tuple can be formed.
+    CtInvalidNoTuple = "ct_invalid_no_tuple",
+    /// Accepted, but the connection table is full and early drop found no unassured entry to
+    /// make room (`insert_failed` in the conntrack counters).
+    CtTableFull = "ct_table_full",
+    /// A multicast, broadcast, unspecified or loopback source address.
+    MartianSource = "martian_source",
+    /// A loopback or unspecified destination, or an IPv6 link-local one not ours.
+    MartianDestination = "martian_destination",
+    /// No route to the destination (answered with net unreachable when the limiter allows).
+    NoRoute = "no_route",
+    /// TTL or hop limit exhausted (answered with time exceeded when the limiter allows).
+    TtlExpired = "ttl_expired",
+    /// Larger than the next link's MTU and not to be fragmented (answered when allowed).
+    TooBig = "too_big",
+    /// An IPv6 link-local source that would leave its link.
+    BeyondScope = "beyond_scope",
+    /// The neighbour cache had no room to hold it while resolving.
+    NeighTableFull = "neigh_table_full",
+    /// No source address to resolve the next hop from.
+    NeighNoSource = "neigh_no_source",
+    /// Too large to hold while resolving.
+    NeighTooLarge = "neigh_too_large",
+    /// The next hop never answered.
+    NeighFailed = "neigh_failed",
+    /// No address of ours to send an answer from.
+    NoSourceAddress = "no_source_address",
+    /// A datagram the router could not process as described (internal inconsistency).
+    Malformed = "malformed",
+    /// Bridge mode: the destination MAC lives behind the port the frame came in on.
+    SamePort = "same_port",
+    /// The egress port's transmit queue refused it (full ring, kernel error).
+    TxFailed = "tx_failed",
+}
+
+impl DropReason {
+    /// The reason for a frame whose headers do not parse: `e`, from parsing `buf` whose IP header
+    /// starts at `l3` (the version and length fields tell the IPv4 faults apart).
+    pub fn unparsable(e: ParseError, buf: &[u8], l3: usize) -> DropReason {
+        let version = buf.get(l3).map(|b| b >> 4);
+        match e {
+            ParseError::Truncated { layer, .. } | ParseError::Malformed { layer, .. }
+                if matches!(layer, Layer::Ethernet | Layer::Vlan) =>
+            {
+                DropReason::L2Truncated
+            }
+            ParseError::NotIp { .. } => DropReason::UnsupportedEthertype,
+            ParseError::BadIpChecksum => DropReason::Ipv4BadChecksum,
+            ParseError::Malformed { layer: Layer::Ipv4, .. } if version != Some(4) => DropReason::IpBadVersion,
+            ParseError::Malformed { layer: Layer::Ipv4, .. } => match buf.get(l3).map(|b| b & 0x0f) {
+                Some(ihl) if ihl < 5 => DropReason::Ipv4BadHeaderLength,
+                _ => DropReason::Ipv4BadTotalLength,
+            },
+            ParseError::Malformed { layer: Layer::Ipv6, .. } if version != Some(6) => DropReason::IpBadVersion,
+            ParseError::Malformed { layer: Layer::Ipv6, .. } => DropReason::Ipv6BadPayloadLength,
+            ParseError::Truncated { layer: Layer::Ipv4, .. } => DropReason::Ipv4Truncated,
+            ParseError::Truncated { layer: Layer::Ipv6, .. } => DropReason::Ipv6Truncated,
+            ParseError::Truncated { layer: Layer::Ipv6Ext, .. }
+            | ParseError::Malformed { layer: Layer::Ipv6Ext, .. } => DropReason::Ipv6ExtTruncated,
+            ParseError::Truncated { layer: Layer::Tcp, .. } => DropReason::TcpTruncated,
+            ParseError::Malformed { layer: Layer::Tcp, .. } => DropReason::TcpBadHeaderLength,
+            ParseError::Truncated { layer: Layer::Udp, .. } => DropReason::UdpTruncated,
+            ParseError::Truncated { layer: Layer::Icmp, .. } => DropReason::IcmpTruncated,
+            ParseError::Truncated { layer: Layer::Sctp, .. } => DropReason::SctpTruncated,
+            ParseError::Truncated { layer: Layer::Gre, .. } => DropReason::GreTruncated,
+            ParseError::Truncated { .. } | ParseError::Malformed { .. } => DropReason::L4Malformed,
+        }
+    }
+
+    /// A packet conntrack found invalid for `why`, dropped by the rules.
+    pub const fn ct_invalid(why: Invalid) -> DropReason {
+        match why {
+            Invalid::Truncated => DropReason::CtInvalidTruncated,
+            Invalid::Checksum => DropReason::CtInvalidChecksum,
+            Invalid::TcpFlags => DropReason::CtInvalidTcpFlags,
+            Invalid::TcpNew => DropReason::CtInvalidTcpNew,
+            Invalid::TcpState => DropReason::CtInvalidTcpState,
+            Invalid::TcpWindow => DropReason::CtInvalidTcpWindow,
+            Invalid::TcpRst => DropReason::CtInvalidTcpRst,
+            Invalid::IcmpType => DropReason::CtInvalidIcmpType,
+            Invalid::IcmpError => DropReason::CtInvalidIcmpError,
+            Invalid::SctpChunks => DropReason::CtInvalidSctpChunks,
+            Invalid::SctpVtag => DropReason::CtInvalidSctpVtag,
+            Invalid::SctpState => DropReason::CtInvalidSctpState,
+            Invalid::Gre => DropReason::CtInvalidGre,
+            Invalid::NoTuple => DropReason::CtInvalidNoTuple,
+        }
+    }
+
+    /// A fragment reassembly discarded.
+    pub const fn reassembly(why: DefragError) -> DropReason {
+        match why {
+            DefragError::Overlap => DropReason::ReassemblyOverlap,
+            DefragError::Duplicate => DropReason::ReassemblyDuplicate,
+            DefragError::BadLength => DropReason::ReassemblyBadLength,
+            DefragError::TooBig => DropReason::ReassemblyTooBig,
+            DefragError::Ecn => DropReason::ReassemblyEcn,
+            DefragError::MemoryLimit => DropReason::ReassemblyMemoryLimit,
+            DefragError::Malformed => DropReason::ReassemblyMalformed,
+        }
+    }
+
+    /// The rules' `verdict` at `hook` refused a packet that conntrack classified with `invalid`
+    /// (its reason, when it was invalid): a plain drop of an invalid packet is counted under the
+    /// invalid reason, any other under the hook's rule drop or reject.
+    pub fn rules(hook: Hook, verdict: Verdict, invalid: Option<Invalid>) -> DropReason {
+        let reject = matches!(verdict, Verdict::Reject(_));
+        if let (false, Some(why)) = (reject, invalid) {
+            return DropReason::ct_invalid(why);
+        }
+        match (hook, reject) {
+            (Hook::Prerouting, false) => DropReason::RuleDropPrerouting,
+            (Hook::Input, false) => DropReason::RuleDropInput,
+            (Hook::Forward, false) => DropReason::RuleDropForward,
+            (Hook::Output, false) => DropReason::RuleDropOutput,
+            (Hook::Prerouting, true) => DropReason::RuleRejectPrerouting,
+            (Hook::Input, true) => DropReason::RuleRejectInput,
+            (Hook::Forward, true) => DropReason::RuleRejectForward,
+            (Hook::Output, true) => DropReason::RuleRejectOutput,
+        }
+    }
+
+    /// The router's reason `r` for dropping `frame` (whose parse error, if that is the reason,
+    /// is named by [`DropReason::unparsable`]).
+    pub fn routed(r: route::DropReason, frame: &[u8]) -> DropReason {
+        match r {
+            route::DropReason::Unparsable(e) => {
+                let l3 = packet::parse_ethernet(frame).map_or(ETH, |eth| eth.l3_offset);
+                DropReason::unparsable(e, frame, l3)
+            }
+            route::DropReason::UnsupportedEthertype => DropReason::UnsupportedEthertype,
+            route::DropReason::Malformed => DropReason::Malformed,
+            route::DropReason::UnknownIface => DropReason::UnknownIface,
+            route::DropReason::OtherHost => DropReason::OtherHost,
+            route::DropReason::MartianSource => DropReason::MartianSource,
+            route::DropReason::MartianDestination => DropReason::MartianDestination,
+            route::DropReason::NoRoute => DropReason::NoRoute,
+            route::DropReason::TtlExpired => DropReason::TtlExpired,
+            route::DropReason::TooBig => DropReason::TooBig,
+            route::DropReason::BeyondScope => DropReason::BeyondScope,
+            route::DropReason::Filtered => DropReason::RuleDropForward,
+            route::DropReason::Neighbour(NeighDrop::TableFull) => DropReason::NeighTableFull,
+            route::DropReason::Neighbour(NeighDrop::NoSourceAddress) => DropReason::NeighNoSource,
+            route::DropReason::Neighbour(NeighDrop::TooLarge) => DropReason::NeighTooLarge,
+            route::DropReason::NeighbourFailed => DropReason::NeighFailed,
+            route::DropReason::NoSourceAddress => DropReason::NoSourceAddress,
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Ethernet header length (untagged).
+const ETH: usize = 14;
+
+/// One worker's datapath counters. Only that worker writes them, once per batch (a load and a
+/// store, no locked instruction: there is one writer); the control plane reads every worker's and
+/// sums them. On cache lines of their own, so workers never share one.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    rx: AtomicU64,
+    forwarded: AtomicU64,
+    local: AtomicU64,
+    held: AtomicU64,
+    originated: AtomicU64,
+    /// Received frames dropped, by [`DropReason`].
+    drops: [AtomicU64; DropReason::COUNT],
+    /// Datagrams the datapath originated (ICMP errors, echo replies, resets) and then dropped.
+    originate_drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> WorkerCounters {
+        let zero = || AtomicU64::new(0);
+        WorkerCounters {
+            rx: zero(),
+            forwarded: zero(),
+            local: zero(),
+            held: zero(),
+            originated: zero(),
+            drops: std::array::from_fn(|_| zero()),
+            originate_drops: std::array::from_fn(|_| zero()),
+        }
+    }
+}
+
+/// Adds `n` to a counter that only the calling worker writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+impl WorkerCounters {
+    /// Adds one batch's counts (the owning worker only).
+    pub(super) fn publish(&self, b: &Batch) {
+        bump(&self.rx, b.rx);
+        bump(&self.forwarded, b.forwarded);
+        bump(&self.local, b.local);
+        bump(&self.held, b.held);
+        bump(&self.originated, b.originated);
+        if b.dropped > 0 {
+            for (c, &n) in self.drops.iter().zip(&b.drops) {
+                bump(c, n);
+            }
+        }
+        for (c, &n) in self.originate_drops.iter().zip(&b.originate_drops) {
+            bump(c, n);
+        }
+    }
+
+    fn add_to(&self, s: &mut DatapathStats) {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        s.rx += n(&self.rx);
+        s.forwarded += n(&self.forwarded);
+        s.local += n(&self.local);
+        s.held += n(&self.held);
+        s.originated += n(&self.originated);
+        for (i, c) in self.drops.iter().enumerate() {
+            s.drops[i] += n(c);
+        }
+        for (i, c) in self.originate_drops.iter().enumerate() {
+            s.originate_drops[i] += n(c);
+        }
+    }
+}
+
+/// The datapath's counters, summed over the workers: every received frame is forwarded,
+/// delivered locally (to ferrowall itself: ARP, neighbour discovery, pings, accepted input, link-local
+/// control frames in bridge mode), held for reassembly, or dropped under one [`DropReason`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathStats {
+    pub rx: u64,
+    pub forwarded: u64,
+    pub local: u64,
+    pub held: u64,
+    pub originated: u64,
+    /// Received frames dropped, indexed like [`DropReason::ALL`].
+    pub drops: [u64; DropReason::COUNT],
+    /// Originated datagrams dropped, indexed like [`DropReason::ALL`].
+    pub originate_drops: [u64; DropReason::COUNT],
+}
+
+impl Default for DatapathStats {
+    fn default() -> DatapathStats {
+        DatapathStats {
+            rx: 0,
+            forwarded: 0,
+            local: 0,
+            held: 0,
+            originated: 0,
+            drops: [0; DropReason::COUNT],
+            originate_drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl DatapathStats {
+    /// Received frames dropped, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Originated datagrams dropped, all reasons.
+    pub fn originate_dropped(&self) -> u64 {
+        self.originate_drops.iter().sum()
+    }
+
+    /// Received frames dropped for `r`.
+    pub fn drops_of(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// Three lines, the totals and the nonzero reasons of each kind of drop:
+///
+/// ```text
+/// datapath: rx=120 forwarded=100 local=4 held=0 dropped=16 originated=2 originate_dropped=1
+/// datapath dropped: ipv4_bad_checksum=6 rule_drop_forward=10
+/// datapath originate_dropped: no_route=1
+/// ```
+impl std::fmt::Display for DatapathStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "datapath: rx={} forwarded={} local={} held={} dropped={} originated={} originate_dropped={}",
+            self.rx,
+            self.forwarded,
+            self.local,
+            self.held,
+            self.dropped(),
+            self.originated,
+            self.originate_dropped()
+        )?;
+        for (what, counts) in [("dropped", &self.drops), ("originate_dropped", &self.originate_drops)] {
+            write!(f, "datapath {what}:")?;
+            for (r, n) in DropReason::ALL.iter().zip(counts) {
+                if *n > 0 {
+                    write!(f, " {}={n}", r.name())?;
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
 }
 
 /// Router mode's part of a worker: the shared router and the worker's scratch space.
@@ -95,7 +553,7 @@ pub(crate) fn start(
     let sets = worker::open_afpacket_sets(&names, workers, false).map_err(io::Error::other)?;
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
-        let w = Worker { id: i, ports, shared: shared.clone(), stats: Stats::default() };
+        let w = Worker::new(i, ports, shared.clone());
         let routing = Routing { router: router.clone(), scratch: Vec::with_capacity(65_536 + 64) };
         handles.push(worker::spawn('w', "worker", w, routing, stop.clone()));
     }
@@ -122,9 +580,11 @@ impl Pipeline for Routing {
                 let _ = p.tx(&[&f.frame]);
             }
         }
+        let mut batch = Batch::default();
         for e in t.errors {
-            originate(w, &self.router, now, &e);
+            originate(w, &self.router, now, &e, &mut batch);
         }
+        w.counters.publish(&batch);
     }
 }
 
@@ -159,39 +619,46 @@ impl Routing {
                 );
             }
         })?;
-        batch.publish(&shared.counters);
         // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
         let now = w.shared.now();
         for d in originate_later {
-            originate(w, &self.router, now, &d);
+            originate(w, &self.router, now, &d, &mut batch);
         }
+        w.counters.publish(&batch);
         Ok(())
     }
 }
 
 /// A datagram the router originates: tracked (an ICMP error is RELATED, an echo reply
-/// ESTABLISHED), the output chain, then routed and framed.
-fn originate(w: &mut Worker<AfPacket>, router: &Router, now: Timestamp, datagram: &[u8]) {
-    let Ok(p) = packet::parse_ip(datagram, 0) else { return };
+/// ESTABLISHED), the output chain, then routed and framed. Counted in `batch` as originated, or
+/// under the reason it was dropped for.
+fn originate(w: &mut Worker<AfPacket>, router: &Router, now: Timestamp, datagram: &[u8], batch: &mut Batch) {
+    let p = match packet::parse_ip(datagram, 0) {
+        Ok(p) => p,
+        Err(e) => return batch.originate_drop(DropReason::unparsable(e, datagram, 0)),
+    };
     let rules = w.shared.rules.load();
     let mut t = w.shared.ct.track(now, datagram, &p, &mut w.stats);
     let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &p, t.state);
-    if !matches!(d.verdict, Verdict::Accept) || w.shared.ct.confirm(&mut t, &mut w.stats).is_err() {
-        w.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
+    if !matches!(d.verdict, Verdict::Accept) {
+        return batch.originate_drop(DropReason::rules(Hook::Output, d.verdict, t.invalid));
+    }
+    if w.shared.ct.confirm(&mut t, &mut w.stats).is_err() {
+        return batch.originate_drop(DropReason::CtTableFull);
     }
     match router.send_local(now, datagram) {
         Ok(frames) => {
+            let mut sent = true;
             for f in frames {
-                if let Some(port) = w.ports.get_mut(f.iface) {
-                    let _ = port.tx(&[&f.frame]);
-                }
+                sent &= w.ports.get_mut(f.iface).is_some_and(|port| matches!(port.tx(&[&f.frame]), Ok(1)));
             }
-            w.shared.counters.originated.fetch_add(1, Ordering::Relaxed);
+            if sent {
+                batch.originated += 1;
+            } else {
+                batch.originate_drop(DropReason::TxFailed);
+            }
         }
-        Err(_) => {
-            w.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        Err(why) => batch.originate_drop(DropReason::routed(why, datagram)),
     }
 }
 
@@ -227,7 +694,8 @@ fn reject_answer(router: &Router, in_iface: usize, datagram: &[u8], p: &Packet, 
     }
 }
 
-/// One received frame, through the whole pipeline.
+/// One received frame, through the whole pipeline: counted in `batch` as forwarded, local or
+/// dropped under its reason. `out` sends a frame on a port and says whether the port took it.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     shared: &Shared,
@@ -239,22 +707,21 @@ fn handle(
     at: usize,
     frame: &[u8],
     flags: RxFlags,
-    out: &mut dyn FnMut(usize, &[u8]),
+    out: &mut dyn FnMut(usize, &[u8]) -> bool,
     batch: &mut Batch,
     originate: &mut Vec<Vec<u8>>,
 ) {
-    let p = match router.receive(now, at, frame) {
+    let mut p = match router.receive(now, at, frame) {
         Rx::Ip(p) => p,
         Rx::Handled(frames) => {
+            // ARP and neighbour discovery: consumed by the router itself.
+            batch.local += 1;
             for f in frames {
                 out(f.iface, &f.frame);
             }
             return;
         }
-        Rx::Drop(_) => {
-            batch.dropped += 1;
-            return;
-        }
+        Rx::Drop(why) => return batch.drop(DropReason::routed(why, frame)),
     };
     // Work on a copy: the router rewrites headers in place, and a partial checksum is completed.
     scratch.clear();
@@ -262,12 +729,15 @@ fn handle(
     if flags.contains(RxFlags::CSUM_NOT_READY) {
         complete_checksum(scratch, &p);
     }
+    // A checksum the kernel verified (or one it left for us to complete, just done) is not
+    // verified again by conntrack, as the kernel's own conntrack skips CHECKSUM_UNNECESSARY and
+    // CHECKSUM_PARTIAL packets.
+    p.l4_checksum_verified = flags.contains(RxFlags::CSUM_VALID) || flags.contains(RxFlags::CSUM_NOT_READY);
     let ifaces = router.ifaces();
     let iif = ifaces.get(at).map_or("", |i| i.name.as_str());
     let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
     if !matches!(pre.verdict, Verdict::Accept) {
-        batch.dropped += 1;
-        return;
+        return batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
     }
     let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, scratch, &p, stats) };
     let datagram_range = p.l3_offset..p.end;
@@ -280,13 +750,13 @@ fn handle(
                     let _ = shared.ct.confirm(&mut t, stats);
                     batch.local += 1;
                     match router.local(scratch, &p) {
-                        Forward::Reply(r) | Forward::Icmp(r) => originate.push(r),
+                        Forward::Reply(r) | Forward::Icmp(_, r) => originate.push(r),
                         _ => {}
                     }
                 }
-                Verdict::Drop => batch.dropped += 1,
+                Verdict::Drop => batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid)),
                 Verdict::Reject(kind) => {
-                    batch.dropped += 1;
+                    batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid));
                     originate.extend(reject_answer(router, at, &scratch[datagram_range], &p, kind));
                 }
             }
@@ -295,10 +765,10 @@ fn handle(
             forward(shared, router, stats, scratch, now, at, &p, hop, t, decide, out, batch, originate)
         }
         Routed::Unreachable => {
-            batch.dropped += 1;
+            batch.drop(DropReason::NoRoute);
             originate.extend(router.error(now, icmp::IcmpKind::NetUnreachable, &scratch[datagram_range], Some(at)));
         }
-        Routed::Drop(_) => batch.dropped += 1,
+        Routed::Drop(why) => batch.drop(DropReason::routed(why, scratch)),
     }
 }
 
@@ -314,7 +784,7 @@ fn forward(
     hop: Hop,
     mut t: Tracked,
     decide: impl Fn(Hook, &str, &Tracked) -> crate::filter::Decision,
-    out: &mut dyn FnMut(usize, &[u8]),
+    out: &mut dyn FnMut(usize, &[u8]) -> bool,
     batch: &mut Batch,
     originate: &mut Vec<Vec<u8>>,
 ) {
@@ -327,26 +797,42 @@ fn forward(
     }
     match router.transmit(now, at, scratch, p, hop) {
         Forward::Transmit { iface, start, end, .. } => {
-            out(iface, &scratch[start..end]);
-            batch.forwarded += 1;
+            if out(iface, &scratch[start..end]) {
+                batch.forwarded += 1;
+            } else {
+                batch.drop(DropReason::TxFailed);
+            }
         }
         Forward::Frames { iface, frames } => {
+            let mut sent = true;
             for f in &frames {
-                out(iface, f);
+                sent &= out(iface, f);
             }
-            batch.forwarded += 1;
+            if sent {
+                batch.forwarded += 1;
+            } else {
+                batch.drop(DropReason::TxFailed);
+            }
         }
         Forward::Queued { iface, request } => {
+            // Held by the neighbour cache: forwarded as far as this frame goes (a failed
+            // resolution is the neighbour cache's to answer).
             if let Some(r) = request {
                 out(iface, &r);
             }
             batch.forwarded += 1;
         }
-        Forward::Icmp(e) | Forward::Reply(e) => {
-            batch.dropped += 1;
+        Forward::Icmp(why, e) => {
+            batch.drop(DropReason::routed(why, scratch));
             originate.push(e);
         }
-        Forward::Deliver | Forward::Drop(_) => batch.dropped += 1,
+        // `transmit` answers neither with an echo reply nor with local delivery.
+        Forward::Reply(e) => {
+            batch.drop(DropReason::Malformed);
+            originate.push(e);
+        }
+        Forward::Deliver => batch.drop(DropReason::Malformed),
+        Forward::Drop(why) => batch.drop(DropReason::routed(why, scratch)),
     }
 }
 
@@ -364,4 +850,110 @@ pub fn link_info(name: &str) -> io::Result<([u8; 6], u16)> {
     }
     let mtu = read("mtu")?.trim().parse::<u16>().unwrap_or(1500);
     Ok((mac, mtu))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::Ipv4Addr;
+
+    use proto::build::{ethernet, PacketBuilder};
+    use proto::packet::{parse_frame, tcp_flags};
+
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_index_and_a_unique_name() {
+        let mut names = HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(names.insert(r.name()), "{} twice", r.name());
+            assert!(r.name().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{r}");
+        }
+        for why in Invalid::ALL {
+            assert_eq!(DropReason::ct_invalid(why).name(), format!("ct_invalid_{}", why.name()));
+        }
+        for why in DefragError::ALL {
+            assert_eq!(DropReason::reassembly(why).name(), format!("reassembly_{}", why.name()));
+        }
+    }
+
+    /// Each header fault of a received frame, by name.
+    #[test]
+    fn parse_errors_are_named_by_header_and_fault() {
+        let (mac_a, mac_b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let b = PacketBuilder::v4(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1));
+        let syn = b.tcp(1000, 80, 1, 0, tcp_flags::SYN, 1000, &[], &[]);
+        let good = ethernet(mac_a, mac_b, &syn);
+        assert!(parse_frame(&good).is_ok());
+        let why = |f: &[u8]| match parse_frame(f) {
+            Ok(_) => None,
+            Err(e) => Some(DropReason::unparsable(e, f, ETH)),
+        };
+        let edit = |at: usize, v: u8| {
+            let mut f = good.clone();
+            f[at] = v;
+            f
+        };
+        assert_eq!(why(&good[..10]), Some(DropReason::L2Truncated));
+        assert_eq!(why(&good[..14 + 12]), Some(DropReason::Ipv4Truncated));
+        assert_eq!(why(&good[..good.len() - 4]), Some(DropReason::Ipv4Truncated), "total length past the end");
+        assert_eq!(why(&edit(14, 0x55)), Some(DropReason::IpBadVersion));
+        assert_eq!(why(&edit(14, 0x44)), Some(DropReason::Ipv4BadHeaderLength));
+        assert_eq!(why(&edit(17, 10)), Some(DropReason::Ipv4BadTotalLength), "total length 10 < 20");
+        assert_eq!(why(&edit(24, 0x77)), Some(DropReason::Ipv4BadChecksum));
+        // A TCP header cut short, with lengths and checksum made consistent.
+        let short = &syn[..20 + 12];
+        let mut cut = short.to_vec();
+        cut[2..4].copy_from_slice(&32u16.to_be_bytes());
+        cut[10..12].fill(0);
+        let c = proto::checksum::internet(&cut[..20]);
+        cut[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(why(&ethernet(mac_a, mac_b, &cut)), Some(DropReason::TcpTruncated));
+        let mut bad_off = syn.clone();
+        bad_off[20 + 12] = 0x20;
+        assert_eq!(why(&ethernet(mac_a, mac_b, &bad_off)), Some(DropReason::TcpBadHeaderLength));
+        let v6 = PacketBuilder::v6("2001:2::1".parse().unwrap(), "2001:2::2".parse().unwrap()).udp(1, 2, b"x");
+        let mut v6f = ethernet(mac_a, mac_b, &v6);
+        v6f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        assert_eq!(why(&v6f[..14 + 30]), Some(DropReason::Ipv6Truncated));
+        let mut jumbo = v6f.clone();
+        jumbo[14 + 4..14 + 6].fill(0);
+        assert_eq!(why(&jumbo), Some(DropReason::Ipv6BadPayloadLength));
+        let mut arp = good.clone();
+        arp[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        assert_eq!(why(&arp), Some(DropReason::UnsupportedEthertype));
+    }
+
+    #[test]
+    fn rule_verdicts_name_the_hook_or_the_invalid_reason() {
+        let reject = Verdict::Reject(Reject::TcpReset);
+        assert_eq!(DropReason::rules(Hook::Forward, Verdict::Drop, None), DropReason::RuleDropForward);
+        assert_eq!(DropReason::rules(Hook::Input, reject, None), DropReason::RuleRejectInput);
+        let w = Some(Invalid::TcpWindow);
+        assert_eq!(DropReason::rules(Hook::Forward, Verdict::Drop, w), DropReason::CtInvalidTcpWindow);
+        assert_eq!(DropReason::rules(Hook::Forward, reject, w), DropReason::RuleRejectForward, "answered");
+    }
+
+    #[test]
+    fn counters_add_up_over_workers_and_print_named_reasons() {
+        let sh = Shared::new(Registry::new(), Conntrack::new(16, Default::default()), RuleSet::default());
+        let (w0, w1) = (sh.register_worker(), sh.register_worker());
+        let mut b = Batch { rx: 5, forwarded: 2, local: 1, ..Batch::default() };
+        b.drop(DropReason::Ipv4BadChecksum);
+        b.drop(DropReason::CtTableFull);
+        b.originate_drop(DropReason::NoRoute);
+        w0.publish(&b);
+        w1.publish(&b);
+        w0.publish(&b);
+        let s = sh.datapath_stats();
+        assert_eq!((s.rx, s.forwarded, s.local, s.dropped(), s.originate_dropped()), (15, 6, 3, 6, 3));
+        assert_eq!(s.rx, s.forwarded + s.local + s.held + s.dropped());
+        assert_eq!(
+            s.to_string(),
+            "datapath: rx=15 forwarded=6 local=3 held=0 dropped=6 originated=0 originate_dropped=3\n\
+             datapath dropped: ipv4_bad_checksum=3 ct_table_full=3\n\
+             datapath originate_dropped: no_route=3\n"
+        );
+    }
 }

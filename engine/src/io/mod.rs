@@ -476,18 +476,7 @@ impl Backend for Daemon {
             }
             proto::private::SHOW_STATS => {
                 use std::fmt::Write as _;
-                let c = &sh.counters;
-                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-                let mut t = String::new();
-                let _ = writeln!(
-                    t,
-                    "datapath: rx={} forwarded={} local={} originated={} dropped={}",
-                    n(&c.rx),
-                    n(&c.forwarded),
-                    n(&c.local),
-                    n(&c.originated),
-                    n(&c.dropped)
-                );
+                let mut t = sh.datapath_stats().to_string();
                 let _ = writeln!(t, "conntrack: count={} max={}", sh.ct.len(), sh.ct.max());
                 let mut ct = crate::conntrack::Stats::default();
                 for s in sh.ct_stats.lock().values() {

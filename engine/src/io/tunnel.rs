@@ -74,9 +74,9 @@
 //! spreads flows over the queues by hash. Readiness is edge-triggered, so a queue is read until it
 //! is empty (in batches, round-robin between queues). Nothing is allocated per packet: a datagram
 //! is read into the queue's buffer pool, tracked and filtered in place and written back from there
-//! (only a `reject` builds an answer). Datapath counters go to `shared.counters` once per batch
-//! (`local` stays 0: the router's own traffic never passes ferrowall), per-queue counters to
-//! `shared.ports` and the conntrack sweep runs at every tick. A TUN that disappears (`ip link
+//! (only a `reject` builds an answer). Datapath counters go to the worker's own counters once per
+//! batch, each drop under its `DropReason` (`local` stays 0: the router's own traffic never passes
+//! ferrowall), per-queue counters to `shared.ports` and the conntrack sweep runs at every tick. A TUN that disappears (`ip link
 //! del`) is no longer read, with a message; a worker left without TUNs stops (the control plane
 //! stays up).
 
@@ -92,7 +92,7 @@ use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
 use proto::packet::{self, Packet};
 
 use super::config::{Config, Interface};
-use super::datapath::Shared;
+use super::datapath::{DropReason, Shared};
 use super::port::{Port, PortError, Tx};
 use super::sys;
 use super::tun::{Tun, TunQueue};
@@ -127,7 +127,7 @@ pub(crate) fn start(
     for (i, queues) in sets.into_iter().enumerate() {
         let names = queues.iter().map(|q| q.name().to_owned()).collect();
         let tunneling = Tunneling { names, dead: vec![false; queues.len()] };
-        let w = Worker { id: i, ports: queues, shared: shared.clone(), stats: Stats::default() };
+        let w = Worker::new(i, queues, shared.clone());
         handles.push(worker::spawn('t', "worker", w, tunneling, stop.clone()));
     }
     Ok(handles)
@@ -231,7 +231,7 @@ impl Pipeline for Tunneling {
 impl Tunneling {
     /// Reads and handles up to [`DRAIN`] batches from queue `at`; whether it may have more.
     fn serve_queue(&mut self, w: &mut Worker<TunQueue>, at: usize) -> io::Result<bool> {
-        let Worker { ports, shared, stats, .. } = w;
+        let Worker { ports, shared, stats, counters, .. } = w;
         let (Some(q), Some(iif)) = (ports.get_mut(at), self.names.get(at)) else { return Ok(false) };
         for _ in 0..DRAIN {
             let mut batch = Batch::default();
@@ -242,7 +242,7 @@ impl Tunneling {
                     handle(shared, &rules, stats, now, iif, f.data, tx, &mut batch);
                 }
             })?;
-            batch.publish(&shared.counters);
+            counters.publish(&batch);
             if n == 0 {
                 return Ok(false);
             }
@@ -252,7 +252,7 @@ impl Tunneling {
 }
 
 /// One datagram read from TUN `iif`, through the rules and conntrack; what is accepted is written
-/// back through `tx`.
+/// back through `tx`. Counted in `batch` as forwarded or dropped under its reason.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     shared: &Shared,
@@ -265,16 +265,16 @@ fn handle(
     batch: &mut Batch,
 ) {
     batch.rx += 1;
-    let Ok(p) = packet::parse_ip(datagram, 0) else {
-        batch.dropped += 1;
-        return;
+    let p = match packet::parse_ip(datagram, 0) {
+        Ok(p) => p,
+        Err(e) => return batch.drop(DropReason::unparsable(e, datagram, 0)),
     };
     let meta = Meta { iif, oif: "" };
     let pre = rules.eval(Hook::Prerouting, &meta, &p, CtState::Untracked);
     let answer = |kind, stats: &mut Stats, batch: &mut Batch| {
         reject(shared, rules, stats, now, datagram, &p, kind, &mut *tx, batch);
     };
-    if !passes(pre.verdict, stats, batch, answer) {
+    if !passes(Hook::Prerouting, pre.verdict, None, stats, batch, answer) {
         return;
     }
     let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, datagram, &p, stats) };
@@ -288,7 +288,7 @@ fn handle(
     // The port counts what the kernel refuses; a failing device shows up at the next read.
     match tx.tx(&[datagram]) {
         Ok(1) => batch.forwarded += 1,
-        _ => batch.dropped += 1,
+        _ => batch.drop(DropReason::TxFailed),
     }
 }
 
@@ -309,15 +309,23 @@ fn reject(
         Reject::TcpReset => icmp::tcp_reset(datagram),
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => icmp::port_unreachable(datagram, destination(p)),
     };
+    // No answer (to an ICMP error, a RST, a broadcast): nothing originated.
     let Some(answer) = answer else { return };
-    let Ok(a) = packet::parse_ip(&answer, 0) else { return };
+    let a = match packet::parse_ip(&answer, 0) {
+        Ok(a) => a,
+        Err(e) => return batch.originate_drop(DropReason::unparsable(e, &answer, 0)),
+    };
     let mut t = shared.ct.track(now, &answer, &a, stats);
     let d = rules.eval(Hook::Output, &Meta { iif: "", oif: "" }, &a, t.state);
-    if !matches!(d.verdict, Verdict::Accept) || shared.ct.confirm(&mut t, stats).is_err() {
-        return;
+    if !matches!(d.verdict, Verdict::Accept) {
+        return batch.originate_drop(DropReason::rules(Hook::Output, d.verdict, t.invalid));
     }
-    if let Ok(1) = tx.tx(&[&answer]) {
-        batch.originated += 1;
+    if shared.ct.confirm(&mut t, stats).is_err() {
+        return batch.originate_drop(DropReason::CtTableFull);
+    }
+    match tx.tx(&[&answer]) {
+        Ok(1) => batch.originated += 1,
+        _ => batch.originate_drop(DropReason::TxFailed),
     }
 }
 
@@ -397,6 +405,8 @@ chain forward {
         let (written, b) = feed(&sh, &[syn, vec![0x45, 0, 0]]);
         assert!(written.is_empty());
         assert_eq!((b.rx, b.forwarded, b.dropped), (2, 0, 2));
+        assert_eq!(b.drops_of(DropReason::RuleDropForward), 1, "policy drop");
+        assert_eq!(b.drops_of(DropReason::Ipv4Truncated), 1, "three bytes of IPv4");
         assert_eq!(sh.ct.len(), 0, "a dropped packet leaves no connection");
         // Another interface's datagram (a second TUN the rules do not accept) is dropped too.
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());

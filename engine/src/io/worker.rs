@@ -2,8 +2,9 @@
 //! (router: [`super::datapath`], bridge: [`super::bridge`], TUN: [`super::tunnel`]): a worker's
 //! ports and the mio loop over them (register the descriptors, poll through signals, serve the
 //! ports, run the timers, flush), the timers every mode has (the conntrack sweep, the port
-//! counters published to [`Shared::ports`]), the batch counts published to [`Shared::counters`],
-//! and the handling of a `forward` verdict.
+//! counters published to [`Shared::ports`]), the batch counts (every frame's outcome, each drop
+//! under its [`DropReason`]) published to the worker's own [`WorkerCounters`], and the handling
+//! of a `forward` verdict.
 //!
 //! A mode is a [`Pipeline`]: its own state (router, MAC table, scratch buffers) and how it serves
 //! its ports. The loop is generic over it, so the per-packet path has no dynamic dispatch it did
@@ -12,7 +13,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,11 +23,11 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use proto::packet::{Family, Packet};
 
 use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
-use super::datapath::{Counters, Shared};
+use super::datapath::{DropReason, Shared, WorkerCounters};
 use super::port::{Port, PortError, Tx};
 use crate::clock::Timestamp;
 use crate::conntrack::{Stats, Tracked};
-use crate::filter::{Decision, Reject, Verdict};
+use crate::filter::{Decision, Hook, Reject, Verdict};
 
 /// Frames taken from a port per call.
 pub(super) const RX_BATCH: usize = 64;
@@ -37,13 +38,22 @@ const SWEEP_BUDGET: usize = 4096;
 /// The longest a worker waits for readiness.
 const POLL: Duration = Duration::from_millis(20);
 
-/// What every worker has: its number, its ports (index = interface), the shared state and its
-/// conntrack statistics.
+/// What every worker has: its number, its ports (index = interface), the shared state, its
+/// conntrack statistics and its datapath counters.
 pub(super) struct Worker<P> {
     pub(super) id: usize,
     pub(super) ports: Vec<P>,
     pub(super) shared: Arc<Shared>,
     pub(super) stats: Stats,
+    pub(super) counters: Arc<WorkerCounters>,
+}
+
+impl<P> Worker<P> {
+    /// Worker `id` over `ports`, its counters registered with `shared`.
+    pub(super) fn new(id: usize, ports: Vec<P>, shared: Arc<Shared>) -> Worker<P> {
+        let counters = shared.register_worker();
+        Worker { id, ports, shared, stats: Stats::default(), counters }
+    }
 }
 
 /// A datapath mode's part of a worker: its state, how it serves its ports, its own timers.
@@ -166,7 +176,8 @@ pub(super) fn open_afpacket_sets(
 }
 
 /// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
-/// transmit side the batch callback lends; the others are split around it.
+/// transmit side the batch callback lends; the others are split around it. Whether the port
+/// queued it.
 pub(super) fn send(
     before: &mut [AfPacket],
     this: &mut dyn Tx,
@@ -174,8 +185,8 @@ pub(super) fn send(
     at: usize,
     to: usize,
     frame: &[u8],
-) {
-    let _ = match to {
+) -> bool {
+    let sent = match to {
         t if t == at => this.tx(&[frame]),
         t if t < at => before[t].tx(&[frame]),
         t => match after.get_mut(t - at - 1) {
@@ -183,49 +194,79 @@ pub(super) fn send(
             None => Ok(0),
         },
     };
+    matches!(sent, Ok(1))
 }
 
-/// A worker's counts within one batch, added to [`Counters`] at its end.
-#[derive(Default)]
+/// A worker's counts within one batch, added to its [`WorkerCounters`] at the end. Every
+/// received frame counted in `rx` ends in exactly one of `forwarded`, `local`, `held` or
+/// [`Batch::drop`].
 pub(super) struct Batch {
     pub(super) rx: u64,
     pub(super) forwarded: u64,
     pub(super) local: u64,
+    /// Fragments taken into reassembly (the datagram they complete is counted when it goes).
+    pub(super) held: u64,
     pub(super) originated: u64,
+    /// Received frames dropped, all reasons.
     pub(super) dropped: u64,
+    /// Received frames dropped, by [`DropReason`].
+    pub(super) drops: [u64; DropReason::COUNT],
+    /// Originated datagrams dropped, by [`DropReason`].
+    pub(super) originate_drops: [u64; DropReason::COUNT],
 }
 
-impl Batch {
-    /// Adds the counts that moved to `c` (relaxed).
-    pub(super) fn publish(&self, c: &Counters) {
-        let all: [(&AtomicU64, u64); 5] = [
-            (&c.rx, self.rx),
-            (&c.forwarded, self.forwarded),
-            (&c.local, self.local),
-            (&c.originated, self.originated),
-            (&c.dropped, self.dropped),
-        ];
-        for (counter, n) in all {
-            if n > 0 {
-                counter.fetch_add(n, Ordering::Relaxed);
-            }
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            rx: 0,
+            forwarded: 0,
+            local: 0,
+            held: 0,
+            originated: 0,
+            dropped: 0,
+            drops: [0; DropReason::COUNT],
+            originate_drops: [0; DropReason::COUNT],
         }
     }
 }
 
-/// Whether a packet with `verdict` goes on. A dropped one, and a rejected one (which `reject`
-/// answers), is counted in `batch.dropped`.
+impl Batch {
+    /// A received frame dropped for `why`.
+    #[inline]
+    pub(super) fn drop(&mut self, why: DropReason) {
+        self.dropped += 1;
+        self.drops[why as usize] += 1;
+    }
+
+    /// A datagram we originated, dropped for `why`.
+    #[inline]
+    pub(super) fn originate_drop(&mut self, why: DropReason) {
+        self.originate_drops[why as usize] += 1;
+    }
+
+    /// How many received frames were dropped for `why`.
+    #[cfg(test)]
+    pub(super) fn drops_of(&self, why: DropReason) -> u64 {
+        self.drops[why as usize]
+    }
+}
+
+/// Whether a packet with `verdict` at `hook` goes on. A dropped one, and a rejected one (which
+/// `reject` answers), is counted in `batch` under [`DropReason::rules`] (a plain drop of a packet
+/// conntrack found invalid, `invalid`, under that reason).
 pub(super) fn passes(
+    hook: Hook,
     verdict: Verdict,
+    invalid: Option<crate::conntrack::Invalid>,
     stats: &mut Stats,
     batch: &mut Batch,
     reject: impl FnOnce(Reject, &mut Stats, &mut Batch),
 ) -> bool {
     match verdict {
         Verdict::Accept => return true,
-        Verdict::Drop => batch.dropped += 1,
+        Verdict::Drop => batch.drop(DropReason::rules(hook, verdict, invalid)),
         Verdict::Reject(kind) => {
-            batch.dropped += 1;
+            batch.drop(DropReason::rules(hook, verdict, invalid));
             reject(kind, stats, batch);
         }
     }
@@ -233,8 +274,8 @@ pub(super) fn passes(
 }
 
 /// The `forward` chain's decision `d` on tracked packet `t`, as [`passes`]; on accept, `ct timeout
-/// set` and `mark set` apply and the connection is confirmed (a refused one counts as dropped).
-/// Whether the packet goes on.
+/// set` and `mark set` apply and the connection is confirmed (a refused one counts as dropped,
+/// [`DropReason::CtTableFull`]). Whether the packet goes on.
 pub(super) fn forward_verdict(
     shared: &Shared,
     now: Timestamp,
@@ -244,7 +285,7 @@ pub(super) fn forward_verdict(
     batch: &mut Batch,
     reject: impl FnOnce(Reject, &mut Stats, &mut Batch),
 ) -> bool {
-    if !passes(d.verdict, stats, batch, reject) {
+    if !passes(Hook::Forward, d.verdict, t.invalid, stats, batch, reject) {
         return false;
     }
     if let Some(policy) = &d.timeout {
@@ -254,7 +295,7 @@ pub(super) fn forward_verdict(
         t.set_mark(mark);
     }
     if shared.ct.confirm(t, stats).is_err() {
-        batch.dropped += 1;
+        batch.drop(DropReason::CtTableFull);
         return false;
     }
     true

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use proto::build::ethernet;
-use proto::packet::{ethertype, parse_ethernet, parse_ip, Packet, L4};
+use proto::packet::{ethertype, parse_ethernet, parse_ip, Layer, Packet, ParseError, L4};
 use proto::Family;
 
 use crate::clock::Timestamp;
@@ -57,10 +57,17 @@ pub use table::{parse_route, Hop, Iface, RouteSyntaxError, Routes, RoutesError, 
 
 use table::{join, split};
 
-/// Why the router drops a packet (each a counter's name in the datapath).
+/// Why the router drops a packet (the datapath counts each under its own `DropReason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The frame or datagram does not parse.
+    /// The received frame does not parse (the datapath names the header and the fault from the
+    /// error): dropped before anything else sees it, as the kernel's `ip_rcv` drops it. An IP
+    /// header whose version is not its ethertype's is `Malformed` at that layer.
+    Unparsable(ParseError),
+    /// An Ethernet frame that is neither ARP, IPv4 nor IPv6.
+    UnsupportedEthertype,
+    /// A datagram the router cannot process as its descriptor says (offsets out of range, an
+    /// echo request or a datagram to fragment that does not rebuild).
     Malformed,
     /// The port number is not one of the router's interfaces.
     UnknownIface,
@@ -92,6 +99,8 @@ impl DropReason {
     /// A short name for counters and logs.
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Unparsable(_) => "unparsable",
+            DropReason::UnsupportedEthertype => "unsupported-ethertype",
             DropReason::Malformed => "malformed",
             DropReason::UnknownIface => "unknown-iface",
             DropReason::OtherHost => "other-host",
@@ -110,7 +119,8 @@ impl DropReason {
         }
     }
 
-    fn of(kind: IcmpKind) -> DropReason {
+    /// The packet drop an ICMP error of `kind` stands for.
+    pub fn of(kind: IcmpKind) -> DropReason {
         match kind {
             IcmpKind::TimeExceeded => DropReason::TtlExpired,
             IcmpKind::NetUnreachable => DropReason::NoRoute,
@@ -183,8 +193,9 @@ pub enum Forward {
     /// An answer we originate (an echo reply): an IP datagram for the output rules, then
     /// [`Router::send_local`].
     Reply(Vec<u8>),
-    /// An ICMP error we originate about this packet (which is dropped): as for `Reply`.
-    Icmp(Vec<u8>),
+    /// An ICMP error we originate about this packet, which is dropped for the reason given: the
+    /// error goes as for `Reply`.
+    Icmp(DropReason, Vec<u8>),
     Drop(DropReason),
 }
 
@@ -277,16 +288,28 @@ impl Router {
     /// Step 1: a frame received on `in_iface`.
     pub fn receive(&self, now: Timestamp, in_iface: usize, frame: &[u8]) -> Rx {
         let Some(ifc) = self.ifaces.get(in_iface) else { return Rx::Drop(DropReason::UnknownIface) };
-        let Ok(eth) = parse_ethernet(frame) else { return Rx::Drop(DropReason::Malformed) };
-        match eth.ethertype {
+        let eth = match parse_ethernet(frame) {
+            Ok(eth) => eth,
+            Err(e) => return Rx::Drop(DropReason::Unparsable(e)),
+        };
+        let family = match eth.ethertype {
             ethertype::ARP => return Rx::Handled(self.neighbours.input_arp(now, ifc, frame)),
-            ethertype::IPV4 | ethertype::IPV6 => {}
-            _ => return Rx::Drop(DropReason::Malformed),
-        }
+            ethertype::IPV4 => Family::V4,
+            ethertype::IPV6 => Family::V6,
+            _ => return Rx::Drop(DropReason::UnsupportedEthertype),
+        };
         if frame[0] & 1 == 0 && frame[..6] != ifc.mac {
             return Rx::Drop(DropReason::OtherHost);
         }
-        let Ok(p) = parse_ip(frame, eth.l3_offset) else { return Rx::Drop(DropReason::Malformed) };
+        let p = match parse_ip(frame, eth.l3_offset) {
+            Ok(p) => p,
+            Err(e) => return Rx::Drop(DropReason::Unparsable(e)),
+        };
+        // The version must be the ethertype's, as `ip_rcv`/`ipv6_rcv` require.
+        if p.family != family {
+            let layer = if family == Family::V4 { Layer::Ipv4 } else { Layer::Ipv6 };
+            return Rx::Drop(DropReason::Unparsable(ParseError::Malformed { layer, offset: eth.l3_offset }));
+        }
         match p.l4 {
             L4::Icmpv6(i) if i.ty == proto::ndp::NS || i.ty == proto::ndp::NA => {
                 Rx::Handled(self.neighbours.input_ndp(now, ifc, frame, &p))
@@ -484,7 +507,7 @@ impl Router {
 
     fn error_or_drop(&self, now: Timestamp, kind: IcmpKind, original: &[u8], in_iface: usize) -> Forward {
         match self.error(now, kind, original, Some(in_iface)) {
-            Some(e) => Forward::Icmp(e),
+            Some(e) => Forward::Icmp(DropReason::of(kind), e),
             None => Forward::Drop(DropReason::of(kind)),
         }
     }

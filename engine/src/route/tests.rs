@@ -139,7 +139,7 @@ fn ttl_expiry_answers_time_exceeded_from_the_incoming_side() {
     let r = router();
     let d = from_host0("198.19.1.2").ttl(1).udp(1000, 33434, b"traceroute");
     let mut f = ethernet(R0, HOST0, &d);
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     let p = parse_ip(&e, 0).unwrap();
     assert_eq!((&p.src[..4], &p.dst[..4]), (&[198, 18, 0, 1][..], &[198, 18, 0, 2][..]));
     let L4::Icmp(i) = p.l4 else { panic!() };
@@ -151,7 +151,7 @@ fn ttl_expiry_answers_time_exceeded_from_the_incoming_side() {
     // IPv6 too, from our eth0 address.
     let d6 = from_host0_v6("2001:2::2").ttl(1).udp(1, 2, b"x");
     let mut f = ethernet(R0, HOST0, &d6);
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     let p = parse_ip(&e, 0).unwrap();
     assert_eq!((p.src, p.l4_bytes(&e)[0]), ("2001:1::1".parse::<Ipv6Addr>().unwrap().octets(), 3));
 }
@@ -161,27 +161,27 @@ fn errors_are_rate_limited_per_source() {
     let r = router();
     let d = from_host0("198.19.1.2").ttl(1).udp(1, 2, b"x");
     let outcomes: Vec<bool> =
-        (0..8).map(|_| matches!(run(&r, t(0), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(_))).collect();
+        (0..8).map(|_| matches!(run(&r, t(0), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(..))).collect();
     assert_eq!(outcomes, [true, true, true, true, true, true, false, false]);
     assert_eq!(run(&r, t(0), &mut ethernet(R0, HOST0, &d)), Forward::Drop(DropReason::TtlExpired));
-    assert!(matches!(run(&r, t(1000), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(_)));
+    assert!(matches!(run(&r, t(1000), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(..)));
 }
 
 #[test]
 fn no_route_and_too_big() {
     let r = router();
     let mut f = ethernet(R0, HOST0, &from_host0("192.0.2.1").udp(1, 2, b"x"));
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     assert_eq!((e[20], e[21]), (3, 0));
     let mut f = ethernet(R0, HOST0, &from_host0_v6("2001:99::1").udp(1, 2, b"x"));
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     assert_eq!((e[40], e[41]), (1, 0));
     // eth1's MTU is 1400.
     let mut f = ethernet(R0, HOST0, &from_host0("198.19.1.2").udp(1, 2, &[0; 1400]));
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     assert_eq!(&e[20..28], &[3, 4, e[22], e[23], 0, 0, 0x05, 0x78]);
     let mut f = ethernet(R0, HOST0, &from_host0_v6("2001:2::2").udp(1, 2, &[0; 1400]));
-    let Forward::Icmp(e) = run(&r, t(0), &mut f) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut f) else { panic!() };
     assert_eq!(&e[40..48], &[2, 0, e[42], e[43], 0, 0, 0x05, 0x78]);
 }
 
@@ -260,7 +260,15 @@ fn martians_and_other_hosts() {
     let d = from_host0("198.19.1.2").udp(1, 2, b"x");
     assert_eq!(r.receive(t(0), 0, &ethernet(HOST1, HOST0, &d)), Rx::Drop(DropReason::OtherHost));
     assert_eq!(r.receive(t(0), 7, &ethernet(R0, HOST0, &d)), Rx::Drop(DropReason::UnknownIface));
-    assert_eq!(r.receive(t(0), 0, &ethernet(R0, HOST0, &d[..10])), Rx::Drop(DropReason::Malformed));
+    assert!(matches!(r.receive(t(0), 0, &ethernet(R0, HOST0, &d[..10])), Rx::Drop(DropReason::Unparsable(_))));
+    // An IPv4 datagram behind the IPv6 ethertype: malformed at the IPv6 layer; an unknown
+    // ethertype is named as such.
+    let mut v4_as_v6 = ethernet(R0, HOST0, &d);
+    v4_as_v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    let bad = ParseError::Malformed { layer: proto::packet::Layer::Ipv6, offset: 14 };
+    assert_eq!(r.receive(t(0), 0, &v4_as_v6), Rx::Drop(DropReason::Unparsable(bad)));
+    v4_as_v6[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    assert_eq!(r.receive(t(0), 0, &v4_as_v6), Rx::Drop(DropReason::UnsupportedEthertype));
     let m = PacketBuilder::v4(Ipv4Addr::new(224, 0, 0, 1), Ipv4Addr::new(198, 19, 1, 2)).udp(1, 2, b"");
     assert_eq!(run(&r, t(0), &mut ethernet(R0, HOST0, &m)), Forward::Drop(DropReason::MartianSource));
     let lo = from_host0("127.0.0.1").udp(1, 2, b"");
@@ -269,7 +277,7 @@ fn martians_and_other_hosts() {
     assert_eq!(run(&r, t(0), &mut ethernet(R0, HOST0, &ll)), Forward::Drop(DropReason::MartianDestination));
     // A link-local source may not be forwarded: beyond scope.
     let lls = PacketBuilder::v6("fe80::2".parse().unwrap(), "2001:2::2".parse().unwrap()).udp(1, 2, b"");
-    let Forward::Icmp(e) = run(&r, t(0), &mut ethernet(R0, HOST0, &lls)) else { panic!() };
+    let Forward::Icmp(_, e) = run(&r, t(0), &mut ethernet(R0, HOST0, &lls)) else { panic!() };
     assert_eq!((e[40], e[41]), (1, 2));
     // Multicast is ours to see, never forwarded.
     let mc = from_host0("239.1.1.1").udp(1, 2, b"");
@@ -335,7 +343,7 @@ fn routes_are_replaced_atomically() {
     let r = router();
     r.neighbours().insert(t(0), 1, "198.19.1.254".parse().unwrap(), GW);
     let d = from_host0("192.0.2.1").udp(1, 2, b"x");
-    assert!(matches!(run(&r, t(0), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(_)));
+    assert!(matches!(run(&r, t(0), &mut ethernet(R0, HOST0, &d)), Forward::Icmp(..)));
     let before = r.routes();
     r.replace_routes(&[parse_route("default via 198.19.1.254").unwrap().unwrap()]).unwrap();
     assert!(matches!(run(&r, t(1), &mut ethernet(R0, HOST0, &d)), Forward::Transmit { iface: 1, .. }));
