@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(nftables conntrack nfct iptables iperf3 ethtool iproute2 iputils-ping tcpdump curl util-linux)
+packages=(nftables conntrack conntrackd nfct iptables iperf3 ethtool iproute2 iputils-ping tcpdump curl util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

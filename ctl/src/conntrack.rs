@@ -10,14 +10,17 @@
 //! * `flush`: every connection (or those `-f` and `-m` select).
 //! * `count`: the number of connections and the table's maximum.
 //! * `stats`: each worker's counters, as `conntrack -S` prints each CPU's.
+//! * `events`: joins the daemon's conntrack multicast groups (all, or those `-e` names) and
+//!   prints each event as `conntrack -E` prints it, until interrupted or `--count` events; when
+//!   the daemon reports that events were dropped for it (it did not keep up), says so on standard
+//!   error and goes on, as `conntrack -E` does on `ENOBUFS`.
 //!
 //! `--json` prints connections as objects (`family`, `protocol`, `protonum`, `state`, `timeout`,
 //! `original`, `reply`, `status`, `mark`, `use`, `id`), an array of them for `list`; `count` as
-//! `{"count", "max"}`; `stats` as an array of `{"cpu", "found", ...}`. Errors are reported as
-//! conntrack reports them (`such conntrack doesn't exist`), with exit status 1.
-//!
-//! Events (`conntrack -E`) are not served by this command; they would be another subcommand
-//! reading the daemon's multicast groups.
+//! `{"count", "max"}`; `stats` as an array of `{"cpu", "found", ...}`; `events` one object per
+//! line, the connection's with `"event"` (`NEW`, `UPDATE`, `DESTROY`) first, and
+//! `{"lost": N}` for an overrun. Errors are reported as conntrack reports them (`such conntrack
+//! doesn't exist`), with exit status 1.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -29,6 +32,7 @@ use proto::ctnetlink::{
     self as wire, attr, filter_attr, filter_flag as ff, msg, status as st, Object, ProtoInfo, Tuple, AF_INET, AF_INET6,
 };
 use proto::netlink::{self, flags, msg_type, MessageBuilder, Nfgenmsg};
+use proto::private;
 use socket2::Socket;
 
 /// The request's sequence number.
@@ -54,6 +58,19 @@ pub(crate) enum CtCmd {
     Count,
     /// Each worker's counters, as `conntrack -S` prints each CPU's.
     Stats,
+    /// Print connection events as `conntrack -E` prints them, until interrupted.
+    Events(EventArgs),
+}
+
+/// What `events` reports.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct EventArgs {
+    /// The events to report, comma-separated: ALL, NEW, UPDATE (or UPDATES), DESTROY.
+    #[arg(short = 'e', long = "event-mask")]
+    mask: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 /// Filters of `list`.
@@ -351,6 +368,11 @@ fn state_name(o: &Object) -> Option<&'static str> {
 
 /// One connection as `conntrack -L` prints it.
 pub(crate) fn line(o: &Object) -> String {
+    line_with(o, true, true)
+}
+
+/// One connection as conntrack prints it, with `mark=` and `use=` when the message had them.
+fn line_with(o: &Object, mark: bool, use_count: bool) -> String {
     let t = &o.tuple[0];
     let mut s = String::with_capacity(200);
     let _ = write!(s, "{:<8} {} ", proto_name(t.proto), t.proto);
@@ -375,12 +397,153 @@ pub(crate) fn line(o: &Object) -> String {
     if o.status & st::ASSURED != 0 {
         s.push_str("[ASSURED] ");
     }
-    let _ = write!(s, "mark={} ", o.mark);
+    if mark {
+        let _ = write!(s, "mark={} ", o.mark);
+    }
     if let Some(z) = o.zone {
         let _ = write!(s, "zone={z} ");
     }
-    let _ = write!(s, "use={}", o.use_count);
+    if use_count {
+        let _ = write!(s, "use={}", o.use_count);
+    }
+    s.truncate(s.trim_end().len());
     s
+}
+
+/// One event as `conntrack -E` prints it: the kind right-aligned in 9 columns, then the
+/// connection (an event carries no `CTA_USE`, and `CTA_MARK` only when the mark is set or a
+/// request changed it).
+pub(crate) fn event_line(kind: wire::EventKind, o: &Object, mark: bool) -> String {
+    format!("{:>9} {}", format!("[{}]", kind.name()), line_with(o, mark, false))
+}
+
+/// The groups mask `-e` names (all three without it).
+fn parse_event_mask(s: Option<&str>) -> Result<u32, String> {
+    let Some(s) = s else { return Ok(0b111) };
+    let mut mask = 0;
+    for w in s.split(',') {
+        mask |= match w.to_ascii_uppercase().as_str() {
+            "ALL" => 0b111,
+            "NEW" => wire::EventKind::New.group_bit(),
+            "UPDATE" | "UPDATES" => wire::EventKind::Update.group_bit(),
+            "DESTROY" => wire::EventKind::Destroy.group_bit(),
+            _ => return Err(format!("unknown event `{w}' (ALL, NEW, UPDATE, DESTROY)")),
+        };
+    }
+    Ok(mask)
+}
+
+/// The name of the program whose netlink socket has port id `portid`, found as `conntrack -E`
+/// finds it: the socket's inode in `/proc/net/netlink`, then a process holding that inode
+/// (the one whose pid is the port id first), then its name in `/proc/PID/stat`.
+fn progname(portid: u32) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/netlink").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 10 && f[1] == "12" && f[2].parse::<u32>().ok()? == portid).then(|| f[9].to_owned())
+    })?;
+    let link = format!("socket:[{inode}]");
+    let holds = |pid: &str| -> bool {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == link.as_str())))
+            .unwrap_or(false)
+    };
+    let name = |pid: &str| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // As conntrack reads it (`%*u (%m[^)]`): up to the first `)`.
+        let rest = &stat[stat.find('(')? + 1..];
+        Some(rest[..rest.find(')')?].to_owned())
+    };
+    let first = portid.to_string();
+    if holds(&first) {
+        return name(&first);
+    }
+    let procs = std::fs::read_dir("/proc").ok()?;
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|p| p != &first && p.parse::<u32>().is_ok_and(|n| n > 1))
+        .find(|p| holds(p))
+        .and_then(|p| name(&p))
+}
+
+/// `ferroctl conntrack events`: joins the groups and prints events as they come.
+pub(crate) fn events(socket: &Path, args: &EventArgs, as_json: bool) -> ExitCode {
+    match watch(socket, args, as_json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferroctl: conntrack events: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn watch(socket: &Path, args: &EventArgs, as_json: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let mask = parse_event_mask(args.mask.as_deref())?;
+    let (sock, portid) = super::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    sock.send(&private::groups_request(SEQ, portid, private::GROUPS_SET, mask))
+        .map_err(|e| format!("sending to the daemon: {e}"))?;
+    let mut shown = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.count.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+        let d = super::recv(&sock)?;
+        for m in netlink::Messages::new(&d) {
+            let m = m.map_err(|e| format!("malformed message: {e}"))?;
+            let whole = &d[m.offset..m.offset + m.header.len as usize];
+            if let Some(lost) = private::parse_overrun(whole) {
+                if as_json {
+                    println!("{{\"lost\": {lost}}}");
+                } else {
+                    eprintln!("ferroctl: conntrack events: {lost} events lost: this listener did not keep up");
+                }
+                continue;
+            }
+            if m.header.kind == msg_type::ERROR && m.header.seq == SEQ {
+                let code = m.payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                if code != 0 {
+                    return Err(errno_text(-code));
+                }
+                continue;
+            }
+            let Some(kind) = wire::EventKind::of(&m.header) else { continue };
+            let o = wire::parse_object(m.payload).map_err(|e| format!("malformed event: {e}"))?;
+            // An event a request caused names the requester, as conntrack -E shows it.
+            let portid = m.header.pid;
+            let prog = (portid != 0).then(|| progname(portid)).flatten();
+            let text = if as_json {
+                let j = json(&o);
+                let by = match (portid, &prog) {
+                    (0, _) => String::new(),
+                    (p, Some(name)) => format!(", \"portid\": {p}, \"progname\": \"{}\"", name.escape_default()),
+                    (p, None) => format!(", \"portid\": {p}"),
+                };
+                format!("{{\"event\": \"{}\", {}{by}}}", kind.name(), &j[1..j.len() - 1])
+            } else {
+                let mark = wire::parse_ct(&m.payload[Nfgenmsg::LEN..]).is_ok_and(|a| a.has(attr::MARK));
+                let mut l = event_line(kind, &o, mark);
+                match (portid, prog) {
+                    (0, _) => {}
+                    (p, Some(name)) => l.push_str(&format!(" [USERSPACE] portid={p} progname={name}")),
+                    (p, None) => l.push_str(&format!(" [USERSPACE] portid={p}")),
+                }
+                l
+            };
+            let mut out = stdout.lock();
+            // A closed standard output (`| head`) ends the command.
+            if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                return Ok(());
+            }
+            shown += 1;
+            if args.count.is_some_and(|n| shown >= n) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn json_tuple(t: &Tuple) -> String {
@@ -584,6 +747,8 @@ fn execute(cmd: &CtCmd, as_json: bool, sock: &Socket) -> Result<Output, Failed> 
                 }
             }
         }
+        // A stream, not a finished command: `events` prints as events come.
+        CtCmd::Events(_) => return Err(("events", "run by conntrack::events".to_owned())),
     }
     Ok(out)
 }
@@ -662,6 +827,24 @@ mod tests {
             line(&icmp),
             "icmp     1 99 src=198.18.0.1 dst=198.19.0.1 type=8 code=0 id=77 src=198.19.0.1 dst=198.18.0.1 type=0 code=0 id=77 mark=3 use=1"
         );
+    }
+
+    #[test]
+    fn events_as_conntrack_prints_them() {
+        let mut o = obj();
+        o.use_count = 0;
+        assert_eq!(
+            event_line(wire::EventKind::New, &o, false),
+            "    [NEW] tcp      6 99 ESTABLISHED src=198.18.0.1 dst=198.19.0.1 sport=1000 dport=80 [UNREPLIED] src=198.19.0.1 dst=198.18.0.1 sport=80 dport=1000 [ASSURED]"
+        );
+        o.timeout = None;
+        assert!(event_line(wire::EventKind::Destroy, &o, true)
+            .starts_with("[DESTROY] tcp      6 ESTABLISHED src=198.18.0.1"));
+        assert!(event_line(wire::EventKind::Update, &o, true).ends_with("[ASSURED] mark=3"));
+        assert_eq!(parse_event_mask(None), Ok(7));
+        assert_eq!(parse_event_mask(Some("new,DESTROY")), Ok(5));
+        assert_eq!(parse_event_mask(Some("updates")), Ok(2));
+        assert!(parse_event_mask(Some("bogus")).is_err());
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //!   and `FERROWALL_SOCKET` naming the control socket; its exit status is ferroctl's.
 //! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its rule file (as `SIGHUP` does)
 //!   and prints the reason if the new file was refused.
-//! * `ferroctl conntrack [--socket PATH] [--json] [list|get|delete|flush|count|stats] ...` reads and
-//!   changes the connection table through ctnetlink, the messages `conntrack` sends (see
-//!   [`conntrack`]); `list` prints what `conntrack -L` prints.
+//! * `ferroctl conntrack [--socket PATH] [--json] [list|get|delete|flush|count|stats|events] ...`
+//!   reads and changes the connection table through ctnetlink, the messages `conntrack` sends (see
+//!   [`conntrack`]); `list` prints what `conntrack -L` prints, `events` what `conntrack -E` prints.
 //! * `ferroctl timeout [--socket PATH] [--json] ARGS...` manages timeout policies with exactly the
 //!   syntax and output of `nfct timeout ARGS...` (see [`timeout`]); `--json` (before the command
 //!   word) prints `list`, `get` and `default-get` as JSON.
@@ -59,7 +59,7 @@ enum Cmd {
         socket: Option<PathBuf>,
     },
     /// The connection table, through ctnetlink: list (the default, as `conntrack -L` prints it),
-    /// get, delete, flush, count, stats.
+    /// get, delete, flush, count, stats, events (as `conntrack -E` prints them).
     #[command(override_usage = "ferroctl conntrack [--socket PATH] [--json] [COMMAND] [OPTIONS]")]
     Conntrack {
         /// The daemon's control socket.
@@ -71,7 +71,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<conntrack::CtCmd>,
     },
-    /// Print the daemon's counters: datapath, connection table, rules with a `counter`.
+    /// Print the daemon's counters: datapath, connection table, connection events, rules with a
+    /// `counter`.
     Stats {
         /// The daemon's control socket.
         #[arg(long)]
@@ -110,6 +111,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Conntrack { socket, json, cmd: Some(conntrack::CtCmd::Events(args)) } => {
+            conntrack::events(&socket_path(socket), &args, json)
+        }
         Cmd::Conntrack { socket, json, cmd } => {
             conntrack::main(&socket_path(socket), &cmd.unwrap_or(conntrack::CtCmd::List(Default::default())), json)
         }

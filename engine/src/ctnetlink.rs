@@ -30,8 +30,11 @@
 //! Accounting (`nf_conntrack_acct`) and timestamps are off, as the kernel's defaults are, so
 //! replies carry no counters.
 //!
-//! Events (the NEW/UPDATE/DESTROY multicast groups) are not produced here: the handlers that
-//! change the table (`create`, `update`, the deletions) are where they would be reported.
+//! Events (the NEW/UPDATE/DESTROY multicast groups): the table records them
+//! ([`crate::conntrack::events`]); the requests that change it run inside
+//! [`events::caused_by`], so that their events carry the requester's port id as the kernel's do,
+//! and an update reports an `UPDATE` as `ctnetlink_new_conntrack` does (even when nothing
+//! changed). [`event_message`] encodes a recorded event as `ctnetlink_conntrack_event` does.
 
 use proto::ctnetlink::{
     self as wire, attr, exp_msg, expect_attr, filter_flag, msg, status as st, CtAttrs, Filter, Object, ProtoInfo,
@@ -42,6 +45,7 @@ use proto::packet::Family;
 use proto::Errno;
 
 use crate::clock::Timestamp;
+use crate::conntrack::events::{self, Event, EventKind};
 use crate::conntrack::l4::sctp::SctpState;
 use crate::conntrack::l4::tcp::TcpState;
 use crate::conntrack::ops::{Cursor, InsertError, VIA_NETLINK};
@@ -194,8 +198,8 @@ pub fn message(
         msg::NEW | msg::GET | msg::DELETE | msg::GET_CTRZERO => {
             let a = wire::parse_ct(attrs)?;
             match t {
-                msg::NEW => new(ct, env.now, &req, &a).map(|()| Handled::Ack),
-                msg::DELETE => delete(ct, env.now, &req, &a).map(|()| Handled::Ack),
+                msg::NEW => events::caused_by(portid, || new(ct, env.now, &req, &a)).map(|()| Handled::Ack),
+                msg::DELETE => events::caused_by(portid, || delete(ct, env.now, &req, &a)).map(|()| Handled::Ack),
                 _ => get(ct, env.now, &req, &a, t == msg::GET_CTRZERO, dumping, out),
             }
         }
@@ -318,6 +322,27 @@ pub fn object(ct: &Conntrack, c: &Conn, now: Timestamp, use_count: u32) -> Objec
         synproxy: c.status.contains(VIA_NETLINK).then_some([0; 3]),
         zone: None,
     }
+}
+
+/// A recorded event as `ctnetlink_conntrack_event` reports it at `now`: the bit of its multicast
+/// group in `nl_groups` and its message. What a `NEW` or `UPDATE` carries depends on its cause: a
+/// ctnetlink request's reports the protocol state, the mark (even 0) and the synproxy values; a
+/// packet's, the protocol state (the kernel reports it only when the packet changed the tracker's
+/// state, which every TCP and SCTP event but a picked-up connection's first reply and its
+/// assurance does). A `DESTROY` has the dying bit set, as the kernel sets it before reporting.
+pub fn event_message(ct: &Conntrack, ev: &Event, now: Timestamp) -> (u32, Vec<u8>) {
+    let mut o = object(ct, &ev.conn, now, 0);
+    let by_request = ev.portid != 0;
+    let kind = match ev.kind {
+        EventKind::New => wire::EventKind::New,
+        EventKind::Update => wire::EventKind::Update,
+        EventKind::Destroy => {
+            o.status |= st::DYING;
+            wire::EventKind::Destroy
+        }
+    };
+    let parts = wire::EventParts { protoinfo: true, synproxy: by_request, mark: by_request };
+    (kind.group_bit(), wire::event_message(kind, &o, parts, ev.portid))
 }
 
 /// `ctnetlink_filter_match`.
@@ -463,9 +488,16 @@ fn new(ct: &Conntrack, now: Timestamp, req: &Req, a: &CtAttrs<'_>) -> Result<(),
     let key = orig.or(reply);
     // Only zone 0 exists: a connection of another zone is never found.
     let found = match key {
-        Some(t) if zone == 0 => {
-            ct.with_conn(now, &t, |c| if req.flags & flags::EXCL != 0 { Err(Errno::EEXIST) } else { update(c, now, a) })
-        }
+        Some(t) if zone == 0 => ct.with_conn(now, &t, |c| {
+            if req.flags & flags::EXCL != 0 {
+                return Err(Errno::EEXIST);
+            }
+            update(c, now, a)?;
+            if ct.events.wants(EventKind::Update) {
+                ct.events.push(EventKind::Update, Box::new(c.clone()));
+            }
+            Ok(())
+        }),
         _ => None,
     };
     if let Some(r) = found {
@@ -803,6 +835,45 @@ mod tests {
         });
         assert_eq!(r, Ok(()));
         assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn requests_report_events_with_the_requesters_port() {
+        let ct = Conntrack::new(1000, Config::default());
+        let now = Timestamp::from_secs(10);
+        create_tcp(&ct, now, 999, 0).unwrap();
+        assert!(ct.events.pop().is_none(), "nothing recorded while nobody listens");
+        ct.events.want(7);
+        create_tcp(&ct, now, 1000, 0).unwrap();
+        let (r, _) = run(&ct, now, msg::NEW, flags::REQUEST | flags::ACK, |b| {
+            wire::put_tuple(b, attr::TUPLE_ORIG, &tup(1000));
+            b.put_be32(attr::MARK, 3);
+        });
+        assert_eq!(r, Ok(()));
+        // A refused update reports nothing.
+        let (r, _) = run(&ct, now, msg::NEW, flags::REQUEST | flags::ACK, |b| {
+            wire::put_tuple(b, attr::TUPLE_ORIG, &tup(1000));
+            b.put_be32(attr::STATUS, 0);
+        });
+        assert_eq!(r, Err(Errno::EBUSY));
+        let (r, _) = run(&ct, now, msg::DELETE, flags::REQUEST | flags::ACK, |b| {
+            wire::put_tuple(b, attr::TUPLE_ORIG, &tup(1000));
+        });
+        assert_eq!(r, Ok(()));
+        let evs: Vec<Event> = std::iter::from_fn(|| ct.events.pop()).collect();
+        let kinds: Vec<_> = evs.iter().map(|e| (e.kind, e.portid)).collect();
+        assert_eq!(kinds, [(EventKind::New, 77), (EventKind::Update, 77), (EventKind::Destroy, 77)]);
+        let msgs: Vec<(u32, Vec<u8>)> = evs.iter().map(|e| event_message(&ct, e, now)).collect();
+        assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 4]);
+        let hdr = |m: &[u8]| Header::parse(m).unwrap();
+        assert_eq!((hdr(&msgs[0].1).flags, hdr(&msgs[0].1).pid), (flags::CREATE | flags::EXCL, 77));
+        let objs: Vec<Object> = msgs.iter().map(|(_, m)| wire::parse_object(&m[16..]).unwrap()).collect();
+        // A created connection's NEW: its mark (0) and synproxy values reported.
+        assert_eq!((objs[0].mark, objs[0].synproxy, objs[0].timeout), (0, Some([0; 3]), Some(99)));
+        assert_eq!(objs[1].mark, 3);
+        assert_eq!(objs[2].status, st::ASSURED | st::CONFIRMED | st::DYING);
+        assert_eq!(objs[2].timeout, Some(99), "a deleted connection's DESTROY has its timeout left");
+        assert!(objs.iter().all(|o| o.id == objs[0].id));
     }
 
     #[test]

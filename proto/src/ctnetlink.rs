@@ -17,7 +17,10 @@
 //! Replies are built by [`object_message`] in `ctnetlink_fill_info`'s order: `CTA_TUPLE_ORIG`,
 //! `CTA_TUPLE_REPLY`, `CTA_STATUS`, `CTA_MARK`, `CTA_ID`, `CTA_USE`, `CTA_TIMEOUT`,
 //! `CTA_PROTOINFO`, then the extensions (`CTA_SYNPROXY` for a connection created over ctnetlink).
-//! [`parse_object`] reads such a message back, for clients.
+//! [`parse_object`] reads such a message back, for clients. Connection events (the multicast
+//! groups `NFNLGRP_CONNTRACK_NEW`, `UPDATE`, `DESTROY`) are built by [`event_message`] in
+//! `ctnetlink_conntrack_event`'s order, which differs from a reply's; [`parse_object`] reads them
+//! too, and [`EventKind::of`] tells their kind from the header.
 
 use crate::errno::Errno;
 use crate::netlink::{flags, Attrs, MessageBuilder, Nfgenmsg, NLA_F_NESTED, NLA_HDRLEN};
@@ -1040,33 +1043,149 @@ pub fn object_message(o: &Object, extra: u16, seq: u32, portid: u32) -> Vec<u8> 
     if let Some(t) = o.timeout {
         b.put_be32(attr::TIMEOUT, t);
     }
-    match o.protoinfo {
+    put_protoinfo(&mut b, &o.protoinfo, false);
+    if let Some(sp) = &o.synproxy {
+        put_synproxy(&mut b, sp);
+    }
+    b.finish()
+}
+
+/// `CTA_PROTOINFO` (`to_nlattr` of the TCP and SCTP trackers); for a `DESTROY` event only the
+/// state, as the kernel's trackers write it when `destroy` is set.
+fn put_protoinfo(b: &mut MessageBuilder, info: &ProtoInfo, destroy: bool) {
+    match *info {
         ProtoInfo::None => {}
         ProtoInfo::Tcp { state, wscale, flags } => {
             let pi = b.nest_start(attr::PROTOINFO);
             let n = b.nest_start(protoinfo_attr::TCP);
-            b.put_u8(tcp_attr::STATE, state)
-                .put_u8(tcp_attr::WSCALE_ORIGINAL, wscale[0])
-                .put_u8(tcp_attr::WSCALE_REPLY, wscale[1])
-                .put(tcp_attr::FLAGS_ORIGINAL, &[flags[0], 0])
-                .put(tcp_attr::FLAGS_REPLY, &[flags[1], 0]);
+            b.put_u8(tcp_attr::STATE, state);
+            if !destroy {
+                b.put_u8(tcp_attr::WSCALE_ORIGINAL, wscale[0])
+                    .put_u8(tcp_attr::WSCALE_REPLY, wscale[1])
+                    .put(tcp_attr::FLAGS_ORIGINAL, &[flags[0], 0])
+                    .put(tcp_attr::FLAGS_REPLY, &[flags[1], 0]);
+            }
             b.nest_end(n);
             b.nest_end(pi);
         }
         ProtoInfo::Sctp { state, vtag } => {
             let pi = b.nest_start(attr::PROTOINFO);
             let n = b.nest_start(protoinfo_attr::SCTP);
-            b.put_u8(sctp_attr::STATE, state)
-                .put_be32(sctp_attr::VTAG_ORIGINAL, vtag[0])
-                .put_be32(sctp_attr::VTAG_REPLY, vtag[1]);
+            b.put_u8(sctp_attr::STATE, state);
+            if !destroy {
+                b.put_be32(sctp_attr::VTAG_ORIGINAL, vtag[0]).put_be32(sctp_attr::VTAG_REPLY, vtag[1]);
+            }
             b.nest_end(n);
             b.nest_end(pi);
         }
     }
-    if let Some([isn, its, tsoff]) = o.synproxy {
-        let n = b.nest_start(attr::SYNPROXY);
-        b.put_be32(synproxy_attr::ISN, isn).put_be32(synproxy_attr::ITS, its).put_be32(synproxy_attr::TSOFF, tsoff);
-        b.nest_end(n);
+}
+
+fn put_synproxy(b: &mut MessageBuilder, &[isn, its, tsoff]: &[u32; 3]) {
+    let n = b.nest_start(attr::SYNPROXY);
+    b.put_be32(synproxy_attr::ISN, isn).put_be32(synproxy_attr::ITS, its).put_be32(synproxy_attr::TSOFF, tsoff);
+    b.nest_end(n);
+}
+
+// ---- events ----
+
+/// A connection event: which multicast group it goes to (`NFNLGRP_CONNTRACK_NEW` = 1, `UPDATE` =
+/// 2, `DESTROY` = 3) and how its message is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `IPCTNL_MSG_CT_NEW` with `NLM_F_CREATE | NLM_F_EXCL`.
+    New,
+    /// `IPCTNL_MSG_CT_NEW` without those flags.
+    Update,
+    /// `IPCTNL_MSG_CT_DELETE`.
+    Destroy,
+}
+
+impl EventKind {
+    /// Its multicast group number.
+    pub fn group(self) -> u32 {
+        match self {
+            EventKind::New => 1,
+            EventKind::Update => 2,
+            EventKind::Destroy => 3,
+        }
+    }
+
+    /// Its bit in a `sockaddr_nl.nl_groups` mask (group `n` is bit `n - 1`).
+    pub fn group_bit(self) -> u32 {
+        1 << (self.group() - 1)
+    }
+
+    /// The tag `conntrack -E` prints (`NEW`, `UPDATE`, `DESTROY`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::New => "NEW",
+            EventKind::Update => "UPDATE",
+            EventKind::Destroy => "DESTROY",
+        }
+    }
+
+    /// The event an event message reports, from its header; `None` for other messages.
+    pub fn of(h: &crate::netlink::Header) -> Option<EventKind> {
+        if h.kind == nlmsg_type(msg::DELETE) {
+            Some(EventKind::Destroy)
+        } else if h.kind == nlmsg_type(msg::NEW) {
+            Some(if h.flags & (flags::CREATE | flags::EXCL) != 0 { EventKind::New } else { EventKind::Update })
+        } else {
+            None
+        }
+    }
+}
+
+/// What a `NEW` or `UPDATE` event carries besides the tuples, id, status and timeout: the
+/// kernel decides from the event's cause (`ctnetlink_conntrack_event`'s event bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventParts {
+    /// `CTA_PROTOINFO` (`IPCT_PROTOINFO`: the tracker's state changed, or a ctnetlink request).
+    pub protoinfo: bool,
+    /// `CTA_SYNPROXY`, when the object has synproxy values (`IPCT_SYNPROXY`: a ctnetlink request).
+    pub synproxy: bool,
+    /// `CTA_MARK` even when the mark is 0 (`IPCT_MARK`: a ctnetlink request); a nonzero mark is
+    /// always reported.
+    pub mark: bool,
+}
+
+/// The event message for `o`, as `ctnetlink_conntrack_event` builds it: sequence number 0, port id
+/// `portid` (the requester's when a ctnetlink request caused the event, else 0), the family in
+/// the nfgenmsg, then `CTA_TUPLE_ORIG`, `CTA_TUPLE_REPLY`, `CTA_ZONE`, `CTA_ID`, `CTA_STATUS`;
+/// for `DESTROY` the timeout unless 0 (an expired connection) and the protocol state alone; for
+/// `NEW` and `UPDATE` the timeout and what `parts` says; last `CTA_MARK`.
+pub fn event_message(kind: EventKind, o: &Object, parts: EventParts, portid: u32) -> Vec<u8> {
+    let (t, fl) = match kind {
+        EventKind::New => (msg::NEW, flags::CREATE | flags::EXCL),
+        EventKind::Update => (msg::NEW, 0),
+        EventKind::Destroy => (msg::DELETE, 0),
+    };
+    let mut b = MessageBuilder::new(nlmsg_type(t), fl, 0, portid);
+    b.nfgenmsg(Nfgenmsg { family: o.tuple[0].family, version: 0, res_id: 0 });
+    put_tuple(&mut b, attr::TUPLE_ORIG, &o.tuple[0]);
+    put_tuple(&mut b, attr::TUPLE_REPLY, &o.tuple[1]);
+    if let Some(z) = o.zone {
+        b.put_be16(attr::ZONE, z);
+    }
+    b.put_be32(attr::ID, o.id).put_be32(attr::STATUS, o.status);
+    let timeout = o.timeout.unwrap_or(0);
+    if kind == EventKind::Destroy {
+        if timeout != 0 {
+            b.put_be32(attr::TIMEOUT, timeout);
+        }
+        put_protoinfo(&mut b, &o.protoinfo, true);
+    } else {
+        b.put_be32(attr::TIMEOUT, timeout);
+        if parts.protoinfo {
+            put_protoinfo(&mut b, &o.protoinfo, false);
+        }
+        if let Some(sp) = o.synproxy.as_ref().filter(|_| parts.synproxy) {
+            put_synproxy(&mut b, sp);
+        }
+    }
+    if o.mark != 0 || (parts.mark && kind != EventKind::Destroy) {
+        b.put_be32(attr::MARK, o.mark);
     }
     b.finish()
 }
@@ -1234,6 +1353,54 @@ mod tests {
             assert_eq!(p.tuple, t);
             assert_eq!(p.zone, None);
         }
+    }
+
+    /// The attribute types of a message's payload, in order.
+    fn attr_order(m: &[u8]) -> Vec<u16> {
+        Attrs::new(&m[20..]).map_while(Result::ok).map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn event_messages_carry_what_the_kernels_do() {
+        let t = tcp_tuple();
+        let o = Object {
+            tuple: [t, Tuple { src: t.dst, dst: t.src, l4: [80, 1000], ..t }],
+            status: status::CONFIRMED | status::SEEN_REPLY,
+            id: 0x1234,
+            timeout: Some(120),
+            protoinfo: ProtoInfo::Tcp { state: 3, wscale: [7, 7], flags: [0x23, 0x23] },
+            synproxy: Some([0; 3]),
+            ..Object::default()
+        };
+        use attr::*;
+        // A packet's NEW: no mark (0), no synproxy.
+        let parts = EventParts { protoinfo: true, ..EventParts::default() };
+        let m = event_message(EventKind::New, &o, parts, 0);
+        let h = crate::netlink::Header::parse(&m).unwrap();
+        assert_eq!((h.kind, h.flags, h.seq, h.pid), (0x100, flags::CREATE | flags::EXCL, 0, 0));
+        assert_eq!(EventKind::of(&h), Some(EventKind::New));
+        assert_eq!(attr_order(&m), [TUPLE_ORIG, TUPLE_REPLY, ID, STATUS, TIMEOUT, PROTOINFO]);
+        // A ctnetlink request's UPDATE: mark 0 reported, synproxy, the requester's port id.
+        let all = EventParts { protoinfo: true, synproxy: true, mark: true };
+        let m = event_message(EventKind::Update, &o, all, 99);
+        let h = crate::netlink::Header::parse(&m).unwrap();
+        assert_eq!((h.kind, h.flags, h.pid), (0x100, 0, 99));
+        assert_eq!(EventKind::of(&h), Some(EventKind::Update));
+        assert_eq!(attr_order(&m), [TUPLE_ORIG, TUPLE_REPLY, ID, STATUS, TIMEOUT, PROTOINFO, SYNPROXY, MARK]);
+        // UPDATE without a state change: no protocol information.
+        let m = event_message(EventKind::Update, &Object { mark: 5, ..o }, EventParts::default(), 0);
+        assert_eq!(attr_order(&m), [TUPLE_ORIG, TUPLE_REPLY, ID, STATUS, TIMEOUT, MARK]);
+        // DESTROY of an expired connection: no timeout, the TCP state alone.
+        let m = event_message(EventKind::Destroy, &Object { timeout: Some(0), ..o }, all, 0);
+        assert_eq!(crate::netlink::Header::parse(&m).unwrap().kind, 0x102);
+        assert_eq!(attr_order(&m), [TUPLE_ORIG, TUPLE_REPLY, ID, STATUS, PROTOINFO]);
+        let back = parse_object(&m[16..]).unwrap();
+        assert_eq!(back.protoinfo, ProtoInfo::Tcp { state: 3, wscale: [0; 2], flags: [0; 2] });
+        assert_eq!((back.timeout, back.id, back.status), (None, 0x1234, o.status));
+        // DESTROY of a deleted one: its timeout left.
+        let m = event_message(EventKind::Destroy, &o, EventParts::default(), 7);
+        assert_eq!(attr_order(&m), [TUPLE_ORIG, TUPLE_REPLY, ID, STATUS, TIMEOUT, PROTOINFO]);
+        assert_eq!(parse_object(&m[16..]).unwrap().timeout, Some(120));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! | `0xf000` [`MSG_HELLO`] | daemon → client | the first datagram of every connection: attribute [`ATTR_PORTID`] (be32) is the connection's netlink port id (what `getsockname` reports; replies carry it in `nlmsg_pid`) |
 //! | `0xf001` [`MSG_BIND`] | client → daemon | `bind()` with an explicit `nl_pid`: [`ATTR_PORTID`]; answered with an ack, or `EADDRINUSE` if another connection has it, or `EINVAL` after the port id was already used by traffic or changed once |
 //! | `0xf002` [`MSG_RELOAD`] | client → daemon | re-read the rule file (what `SIGHUP` does; `ferroctl reload`): answered with an ack, `EPERM` for an unprivileged peer, or `EINVAL` with the reason as an extended-ack text ([`NLMSGERR_ATTR_MSG`], flag `NLM_F_ACK_TLVS`), `file:line:col: why` |
+//! | `0xf003` [`MSG_SHOW`] | client → daemon | a view of the daemon's state ([`ATTR_WHAT`]), answered with text chunks ([`ATTR_TEXT`]) and `NLMSG_DONE` |
+//! | `0xf004` [`MSG_GROUPS`] | client → daemon | the connection's multicast groups, as `bind()` with `nl_groups` ([`GROUPS_SET`]) or `setsockopt` `NETLINK_ADD_MEMBERSHIP`/`NETLINK_DROP_MEMBERSHIP` ([`GROUPS_ADD`], [`GROUPS_DROP`]) change a netlink socket's: [`ATTR_GROUP_OP`] (u8) and [`ATTR_GROUPS`] (be32: a bit mask for `SET`, a group number for `ADD`/`DROP`); answered with an ack, `EPERM` for an unprivileged peer joining (as the kernel answers a process without `CAP_NET_ADMIN`), or `EINVAL` for a group number out of range (0, or above [`GROUPS_MAX`]) |
+//! | `0xf005` [`MSG_OVERRUN`] | daemon → client | events for this connection were dropped because it did not read them fast enough ([`ATTR_LOST`], be32: how many since the last notice); the shim makes the next receive fail once with `ENOBUFS`, as the kernel does for a netlink listener that overran |
 //!
 //! Acks and errors are `NLMSG_ERROR` messages as the kernel builds them for a socket with
 //! `NETLINK_CAP_ACK`: the error (0 for an ack) and the request's header (`NLM_F_CAPPED`: the
@@ -31,12 +34,32 @@ pub const MSG_RELOAD: u8 = 2;
 /// Client → daemon: show a view of the daemon's state ([`ATTR_WHAT`]); answered with
 /// `NLM_F_MULTI` messages of the same type, each carrying an [`ATTR_TEXT`] chunk, then `NLMSG_DONE`.
 pub const MSG_SHOW: u8 = 3;
+/// Client → daemon: change the connection's multicast groups ([`ATTR_GROUP_OP`], [`ATTR_GROUPS`]).
+pub const MSG_GROUPS: u8 = 4;
+/// Daemon → client: events were dropped for this connection ([`ATTR_LOST`]).
+pub const MSG_OVERRUN: u8 = 5;
 /// be32 port id.
 pub const ATTR_PORTID: u16 = 1;
 /// u8: what [`MSG_SHOW`] shows ([`SHOW_CONNTRACK`], [`SHOW_STATS`]).
 pub const ATTR_WHAT: u16 = 2;
 /// NUL-terminated text: whole lines of the view.
 pub const ATTR_TEXT: u16 = 3;
+/// u8: how [`MSG_GROUPS`] changes the groups ([`GROUPS_SET`], [`GROUPS_ADD`], [`GROUPS_DROP`]).
+pub const ATTR_GROUP_OP: u16 = 4;
+/// be32: the groups' bit mask (group `n` is bit `n - 1`, as in `sockaddr_nl.nl_groups`) for
+/// [`GROUPS_SET`], one group number (1 to [`GROUPS_MAX`]) for [`GROUPS_ADD`] and [`GROUPS_DROP`].
+pub const ATTR_GROUPS: u16 = 5;
+/// be32: events dropped for the connection since the last [`MSG_OVERRUN`].
+pub const ATTR_LOST: u16 = 6;
+/// Replace the first 32 groups by a mask (`bind`).
+pub const GROUPS_SET: u8 = 0;
+/// Join one group (`NETLINK_ADD_MEMBERSHIP`).
+pub const GROUPS_ADD: u8 = 1;
+/// Leave one group (`NETLINK_DROP_MEMBERSHIP`).
+pub const GROUPS_DROP: u8 = 2;
+/// The groups a connection may join: group numbers 1 to 32, as a `NETLINK_NETFILTER` socket's
+/// (the kernel gives every netlink family at least 32 groups; nfnetlink uses 9).
+pub const GROUPS_MAX: u32 = 32;
 /// The connection table, as `conntrack -L` prints it.
 pub const SHOW_CONNTRACK: u8 = 0;
 /// Counters of the datapath, the table and the rules.
@@ -80,6 +103,50 @@ pub fn show_request(seq: u32, portid: u32, what: u8) -> Vec<u8> {
     let mut b = MessageBuilder::new(nlmsg_type(MSG_SHOW), flags::REQUEST | flags::ACK, seq, portid);
     b.nfgenmsg(Nfgenmsg::default()).put_u8(ATTR_WHAT, what);
     b.finish()
+}
+
+/// A groups request (what the shim sends for `bind` with `nl_groups`, or for a membership option).
+pub fn groups_request(seq: u32, portid: u32, op: u8, groups: u32) -> Vec<u8> {
+    let mut b = MessageBuilder::new(nlmsg_type(MSG_GROUPS), flags::REQUEST | flags::ACK, seq, portid);
+    b.nfgenmsg(Nfgenmsg::default()).put_u8(ATTR_GROUP_OP, op).put_be32(ATTR_GROUPS, groups);
+    b.finish()
+}
+
+/// What a groups request asks: (operation, mask or group number).
+pub fn parse_groups_request(msg: &[u8]) -> Option<(u8, u32)> {
+    let (mut op, mut groups) = (None, None);
+    for a in attrs_of(msg)? {
+        match (a.kind, a.payload.len()) {
+            (ATTR_GROUP_OP, 1) => op = Some(a.payload[0]),
+            (ATTR_GROUPS, 4) => groups = Some(u32::from_be_bytes(a.payload.try_into().ok()?)),
+            _ => {}
+        }
+    }
+    Some((op?, groups?))
+}
+
+/// The overrun notice: `lost` events were dropped for the connection.
+pub fn overrun(portid: u32, lost: u32) -> Vec<u8> {
+    let mut b = MessageBuilder::new(nlmsg_type(MSG_OVERRUN), 0, 0, portid);
+    b.nfgenmsg(Nfgenmsg::default()).put_be32(ATTR_LOST, lost);
+    b.finish()
+}
+
+/// The number of lost events an overrun notice reports, if `msg` is one.
+pub fn parse_overrun(msg: &[u8]) -> Option<u32> {
+    if Header::parse(msg).ok()?.kind != nlmsg_type(MSG_OVERRUN) {
+        return None;
+    }
+    let a = attrs_of(msg)?.find(|a| a.kind == ATTR_LOST && a.payload.len() == 4)?;
+    Some(u32::from_be_bytes(a.payload.try_into().ok()?))
+}
+
+/// The attributes of the private message at the start of `msg` (after its nfgenmsg), up to
+/// `nlmsg_len` or the end of `msg`, whichever comes first.
+fn attrs_of(msg: &[u8]) -> Option<impl Iterator<Item = crate::netlink::Attr<'_>>> {
+    let h = Header::parse(msg).ok()?;
+    let end = (h.len as usize).min(msg.len());
+    Some(Attrs::new(msg.get(HDRLEN + Nfgenmsg::LEN..end)?).map_while(Result::ok))
 }
 
 /// What a show request asks for.
@@ -243,6 +310,22 @@ mod tests {
         assert_eq!((h.seq, h.pid, h.flags), (9, 5, flags::CAPPED | flags::ACK_TLVS));
         assert_eq!(e.len() % 4, 0);
         assert_eq!(parse_error(&e), Some((Errno::EINVAL.0, Some("rules.conf:3:7: unknown word".to_owned()))));
+    }
+
+    #[test]
+    fn groups_and_overrun_round_trip() {
+        let r = groups_request(3, 77, GROUPS_SET, 7);
+        assert!(is_private(&r));
+        assert_eq!(Header::parse(&r).unwrap().kind, 0xf004);
+        assert_eq!(parse_groups_request(&r), Some((GROUPS_SET, 7)));
+        assert_eq!(parse_groups_request(&groups_request(3, 77, GROUPS_DROP, 3)), Some((GROUPS_DROP, 3)));
+        assert_eq!(parse_groups_request(&reload_request(3, 77)), None);
+        let o = overrun(77, 1234);
+        let h = Header::parse(&o).unwrap();
+        assert_eq!((h.kind, h.flags, h.seq, h.pid, h.len as usize), (0xf005, 0, 0, 77, o.len()));
+        assert_eq!(parse_overrun(&o), Some(1234));
+        assert_eq!(parse_overrun(&hello(77)), None);
+        assert_eq!(parse_overrun(&o[..20]), None);
     }
 
     #[test]

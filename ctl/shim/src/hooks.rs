@@ -15,6 +15,10 @@ use crate::real;
 
 const NETLINK_NETFILTER: c_int = 12;
 const SOL_NETLINK: c_int = 270;
+const NETLINK_ADD_MEMBERSHIP: c_int = 1;
+const NETLINK_DROP_MEMBERSHIP: c_int = 2;
+const NETLINK_NO_ENOBUFS: c_int = 5;
+const NETLINK_LIST_MEMBERSHIPS: c_int = 9;
 const DEFAULT_SOCKET: &str = "/run/ferrowall/ctl.sock";
 /// How long `socket()` and `bind()` wait for the daemon's answer.
 const ANSWER_TIMEOUT_MS: c_int = 5000;
@@ -72,13 +76,55 @@ unsafe fn put_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> c_int {
     0
 }
 
-/// A receive on our descriptor: end of file (the daemon went away) becomes `ECONNRESET`, which a
-/// netlink socket could report, instead of a 0 it never returns.
-fn received(n: ssize_t, asked: size_t) -> ssize_t {
-    if n == 0 && asked > 0 {
-        return fail(libc::ECONNRESET);
+/// Receives on our descriptor `fd` with `recv_once(flags)`, which returns what the libc call
+/// returned and up to 6 first bytes of the datagram (where it put them). An end of file (the
+/// daemon went away) becomes `ECONNRESET`, which a netlink socket could report, instead of a 0 it
+/// never returns. The daemon's overrun notice becomes one `ENOBUFS`, as the kernel reports a
+/// listener's overrun, or is passed over with `NETLINK_NO_ENOBUFS`; so is a loss the shim itself
+/// noticed ([`emu::mark_overrun`]).
+fn receive_ours(
+    fd: c_int,
+    asked: size_t,
+    flags: c_int,
+    mut recv_once: impl FnMut(c_int) -> (ssize_t, Vec<u8>),
+) -> ssize_t {
+    let report = |fd| !emu::ours(fd).is_some_and(|s| s.no_enobufs);
+    if emu::take_overrun(fd) && report(fd) {
+        return fail(libc::ENOBUFS);
     }
-    n
+    // Notices come one per overrun; the bound only keeps this loop finite.
+    for _ in 0..1024 {
+        let (n, head) = recv_once(flags);
+        if n == 0 && asked > 0 {
+            return fail(libc::ECONNRESET);
+        }
+        if n < 0 || !emu::is_overrun_notice(&head) {
+            return n;
+        }
+        if flags & libc::MSG_PEEK != 0 {
+            // A peek left it queued: take it off.
+            let mut scratch = [0u8; 64];
+            // SAFETY: `scratch` is a live buffer of 64 bytes.
+            unsafe { real::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT) };
+        }
+        if report(fd) {
+            return fail(libc::ENOBUFS);
+        }
+    }
+    fail(libc::EAGAIN)
+}
+
+/// Up to 6 first bytes of the `n` bytes a receive put at `buf`.
+///
+/// # Safety
+/// `buf` must be valid for `n.min(asked)` bytes (what the receive wrote), or null.
+unsafe fn head_of(buf: *const c_void, n: ssize_t, asked: size_t) -> Vec<u8> {
+    let len = usize::try_from(n).unwrap_or(0).min(asked).min(6);
+    if buf.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the receive wrote at least `len` bytes at `buf` (the caller's contract).
+    unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }.to_vec()
 }
 
 /// Waits up to [`ANSWER_TIMEOUT_MS`] for `fd` to be readable.
@@ -154,6 +200,53 @@ fn connect_daemon(path: &OsStr, cloexec: bool) -> Result<(c_int, u32), c_int> {
     }
 }
 
+/// Gives emulated descriptor `fd` a shadow bound to `portid` (see [`emu::set_shadow`]), replacing
+/// the one it had (bound to `old_portid`); nothing when the port id is taken in the kernel
+/// (another program's real socket) or the socket cannot be made. Leaves errno as it was.
+fn shadow(fd: c_int, old_portid: u32, portid: u32) {
+    let saved = errno();
+    drop_shadow(fd, old_portid);
+    // SAFETY: constant arguments.
+    let s = unsafe { real::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
+    if s >= 0 {
+        emu::forget(s);
+        emu::unlink_if_shadow(s);
+        let addr = emu::sockaddr_nl(portid, 0);
+        // SAFETY: `addr` is a sockaddr_nl of its length.
+        let bound = unsafe { real::bind(s, addr.as_ptr().cast(), addr.len() as socklen_t) } == 0;
+        if !bound || !emu::set_shadow(fd, s) {
+            // SAFETY: our own descriptor.
+            unsafe { real::close(s) };
+        }
+    }
+    set_errno(saved);
+}
+
+/// Closes the shadow of emulated descriptor `fd` (bound to `portid`), if it has one and it is
+/// still that: a program may have closed it behind the shim's back (`close_range`), and its
+/// number may be something else of the program's now.
+fn drop_shadow(fd: c_int, portid: u32) {
+    let Some(s) = emu::take_shadow(fd) else { return };
+    let saved = errno();
+    let mut addr = [0u8; 16];
+    let mut len = addr.len() as socklen_t;
+    let (mut proto, mut plen): (c_int, socklen_t) = (0, 4);
+    // SAFETY: `addr`/`len` and `proto`/`plen` are live buffers of the lengths given.
+    let still = unsafe {
+        real::getsockname(s, addr.as_mut_ptr().cast(), &mut len) == 0
+            && real::getsockopt(s, libc::SOL_SOCKET, libc::SO_PROTOCOL, (&mut proto as *mut c_int).cast(), &mut plen)
+                == 0
+    } && len as usize >= emu::SOCKADDR_NL_LEN
+        && emu::parse_bind_addr(&addr[..emu::SOCKADDR_NL_LEN]).is_ok_and(|(pid, _)| pid == portid)
+        && proto == NETLINK_NETFILTER;
+    if still {
+        // SAFETY: a netlink socket of this process bound to `portid`: our shadow (port ids are
+        // unique), which nothing else uses.
+        unsafe { real::close(s) };
+    }
+    set_errno(saved);
+}
+
 /// `socket(AF_NETLINK, ty, NETLINK_NETFILTER)`: a connection to the daemon.
 fn open_emulated(ty: c_int) -> c_int {
     let saved = errno();
@@ -181,33 +274,46 @@ fn open_emulated(ty: c_int) -> c_int {
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
     }
-    if !emu::insert(fd, Slot { portid, fixed: false, dgram: base == libc::SOCK_DGRAM }) {
+    emu::unlink_if_shadow(fd);
+    if !emu::insert(fd, Slot::new(portid, base == libc::SOCK_DGRAM)) {
         // SAFETY: our own descriptor, beyond the table.
         unsafe { real::close(fd) };
         return fail(libc::EMFILE);
     }
+    shadow(fd, 0, portid);
     set_errno(saved);
     fd
 }
 
-/// Claims port id `pid` for `fd` at the daemon: 0 or an errno.
-fn claim(fd: c_int, pid: u32) -> c_int {
-    let req = emu::bind_request(pid);
+/// Sends private request `req` (of sequence number `seq`) on `fd` and waits for its answer: 0
+/// (an ack) or an errno. A datagram that comes first cannot be given back to the program: it is
+/// dropped, and the next receive reports the loss as `ENOBUFS`.
+fn ask(fd: c_int, req: &[u8], seq: u32) -> c_int {
     // SAFETY: `req` is a live buffer of `req.len()` bytes.
     if unsafe { real::send(fd, req.as_ptr().cast(), req.len(), libc::MSG_NOSIGNAL) } < 0 {
         return errno();
     }
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 4096];
     loop {
         match recv_answer(fd, &mut buf) {
-            Ok(n) => {
-                if let Some(e) = emu::parse_bind_answer(&buf[..n]) {
-                    return e;
-                }
-            }
+            Ok(n) => match emu::parse_answer(&buf[..n], seq) {
+                Some(e) => return e,
+                None => emu::mark_overrun(fd),
+            },
             Err(e) => return e,
         }
     }
+}
+
+/// Claims port id `pid` for `fd` at the daemon: 0 or an errno.
+fn claim(fd: c_int, pid: u32) -> c_int {
+    ask(fd, &emu::bind_request(pid), emu::BIND_SEQ)
+}
+
+/// Changes the multicast groups of `fd` at the daemon (`op`: `proto::private::GROUPS_*`): 0 or
+/// an errno.
+fn change_groups(fd: c_int, op: u8, groups: u32) -> c_int {
+    ask(fd, &emu::groups_request(op, groups), emu::GROUPS_SEQ)
 }
 
 #[no_mangle]
@@ -236,32 +342,38 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    if groups != 0 {
-        // Multicast groups (event subscriptions) are not served by the daemon.
-        return fail(libc::EOPNOTSUPP);
-    }
-    if pid == 0 || pid == slot.portid {
-        return 0;
-    }
-    if slot.fixed {
+    let saved = errno();
+    // As netlink_bind: a bound socket (explicitly, or by traffic) accepts only its own port id
+    // again; an unbound one takes the one asked for, or keeps the one it was given (0).
+    if slot.fixed && pid != slot.portid {
         return fail(libc::EINVAL);
     }
-    let saved = errno();
-    match claim(fd, pid) {
-        0 => {
-            emu::set_portid(fd, pid);
-            set_errno(saved);
-            0
+    if pid != 0 && pid != slot.portid {
+        match claim(fd, pid) {
+            0 => {
+                emu::set_portid(fd, pid);
+                shadow(fd, slot.portid, pid);
+            }
+            e => return fail(e),
         }
-        e => fail(e),
     }
+    emu::mark_used(fd);
+    // `nl_groups` replaces the groups joined (the daemon checks the privilege to join).
+    if groups != slot.groups {
+        match change_groups(fd, proto::private::GROUPS_SET, groups) {
+            0 => emu::set_groups(fd, groups),
+            e => return fail(e),
+        }
+    }
+    set_errno(saved);
+    0
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     match emu::ours(fd) {
         // SAFETY: the caller's (addr, len) contract.
-        Some(slot) => unsafe { put_addr(addr, len, &emu::sockaddr_nl(slot.portid, 0)) },
+        Some(slot) => unsafe { put_addr(addr, len, &emu::sockaddr_nl(slot.portid, slot.groups)) },
         // SAFETY: the caller's arguments, passed on.
         None => unsafe { real::getsockname(fd, addr, len) },
     }
@@ -280,6 +392,37 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 #[no_mangle]
 pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int {
     if level == SOL_NETLINK && emu::ours(fd).is_some() {
+        // As the kernel reads it: an int, or 0 when the option is shorter.
+        let v = if len as usize >= std::mem::size_of::<c_int>() && !val.is_null() {
+            // SAFETY: the caller gives `len` (at least 4) readable bytes at `val`.
+            unsafe { ptr::read_unaligned(val.cast::<c_int>()) }
+        } else {
+            0
+        };
+        let saved = errno();
+        match name {
+            NETLINK_ADD_MEMBERSHIP | NETLINK_DROP_MEMBERSHIP => {
+                let (op, add) = if name == NETLINK_ADD_MEMBERSHIP {
+                    (proto::private::GROUPS_ADD, true)
+                } else {
+                    (proto::private::GROUPS_DROP, false)
+                };
+                match change_groups(fd, op, v as u32) {
+                    0 => {
+                        // The daemon accepted a group number from 1 to 32.
+                        if let (Some(s), Some(bit)) = (emu::ours(fd), 1u32.checked_shl((v as u32).wrapping_sub(1))) {
+                            emu::set_groups(fd, if add { s.groups | bit } else { s.groups & !bit });
+                        }
+                    }
+                    e => return fail(e),
+                }
+            }
+            NETLINK_NO_ENOBUFS => emu::set_no_enobufs(fd, v != 0),
+            // NETLINK_PKTINFO, NETLINK_BROADCAST_ERROR, NETLINK_CAP_ACK, ...: accepted, nothing
+            // to do (the daemon never sends what they change).
+            _ => {}
+        }
+        set_errno(saved);
         return 0;
     }
     // SAFETY: the caller's arguments, passed on.
@@ -296,6 +439,8 @@ pub unsafe extern "C" fn getsockopt(
 ) -> c_int {
     if let Some(slot) = emu::ours(fd) {
         let emulated = match (level, name) {
+            (SOL_NETLINK, NETLINK_NO_ENOBUFS) => Some(c_int::from(slot.no_enobufs)),
+            (SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS) => Some(slot.groups as c_int),
             (SOL_NETLINK, _) => Some(0),
             (libc::SOL_SOCKET, libc::SO_TYPE) => Some(if slot.dgram { libc::SOCK_DGRAM } else { libc::SOCK_RAW }),
             (libc::SOL_SOCKET, libc::SO_DOMAIN) => Some(libc::AF_NETLINK),
@@ -388,8 +533,23 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     let mut copy = *m;
     copy.msg_name = ptr::null_mut();
     copy.msg_namelen = 0;
-    // SAFETY: `copy` is the caller's msghdr without the name; its buffers are the caller's.
-    let n = received(unsafe { real::recvmsg(fd, &mut copy, flags) }, asked);
+    let n = receive_ours(fd, asked, flags, |fl| {
+        // SAFETY: `copy` is the caller's msghdr without the name; its buffers are the caller's.
+        let n = unsafe { real::recvmsg(fd, &mut copy, fl) };
+        let mut head = Vec::new();
+        if n > 0 && !copy.msg_iov.is_null() {
+            // SAFETY: as above; the receive filled the iovecs in order.
+            for v in unsafe { std::slice::from_raw_parts(copy.msg_iov, copy.msg_iovlen) } {
+                let want = (n as usize).min(6) - head.len();
+                // SAFETY: the receive wrote up to `iov_len` bytes of each iovec, in order.
+                head.extend(unsafe { head_of(v.iov_base, want as ssize_t, v.iov_len) });
+                if head.len() >= (n as usize).min(6) {
+                    break;
+                }
+            }
+        }
+        (n, head)
+    });
     if n < 0 {
         return n;
     }
@@ -415,8 +575,12 @@ unsafe fn recvfrom_ours(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    // SAFETY: the caller's buffer of `n` bytes.
-    let got = received(unsafe { real::recv(fd, buf, n, flags) }, n);
+    let got = receive_ours(fd, n, flags, |fl| {
+        // SAFETY: the caller's buffer of `n` bytes.
+        let got = unsafe { real::recv(fd, buf, n, fl) };
+        // SAFETY: the receive wrote `got` bytes (at most `n`) at `buf`.
+        (got, unsafe { head_of(buf, got, n) })
+    });
     if got >= 0 && !addr.is_null() && !len.is_null() {
         let saved = errno();
         // SAFETY: the caller's (addr, len) contract.
@@ -463,46 +627,66 @@ pub unsafe extern "C" fn __recvfrom_chk(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    // SAFETY: the caller's arguments, passed on.
-    let got = unsafe { real::recv(fd, buf, n, flags) };
     if emu::ours(fd).is_some() {
-        return received(got, n);
+        return receive_ours(fd, n, flags, |fl| {
+            // SAFETY: the caller's arguments.
+            let got = unsafe { real::recv(fd, buf, n, fl) };
+            // SAFETY: the receive wrote `got` bytes (at most `n`) at `buf`.
+            (got, unsafe { head_of(buf, got, n) })
+        });
     }
-    got
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { real::recv(fd, buf, n, flags) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t {
-    // SAFETY: the caller's arguments, passed on.
-    let got = unsafe { real::__recv_chk(fd, buf, n, buflen, flags) };
     if emu::ours(fd).is_some() {
-        return received(got, n);
+        return receive_ours(fd, n, flags, |fl| {
+            // SAFETY: the caller's arguments (an overflow aborts in the checked call).
+            let got = unsafe { real::__recv_chk(fd, buf, n, buflen, fl) };
+            // SAFETY: the receive wrote `got` bytes (at most `n`) at `buf`.
+            (got, unsafe { head_of(buf, got, n) })
+        });
     }
-    got
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { real::__recv_chk(fd, buf, n, buflen, flags) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    // SAFETY: the caller's arguments, passed on (read on a SEQPACKET socket is one datagram).
-    let got = unsafe { real::read(fd, buf, n) };
-    if got == 0 && emu::ours(fd).is_some() {
-        return received(got, n);
+    if emu::ours(fd).is_some() {
+        return receive_ours(fd, n, 0, |_| {
+            // SAFETY: the caller's arguments (read on a SEQPACKET socket is one datagram).
+            let got = unsafe { real::read(fd, buf, n) };
+            // SAFETY: the read wrote `got` bytes (at most `n`) at `buf`.
+            (got, unsafe { head_of(buf, got, n) })
+        });
     }
-    got
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { real::read(fd, buf, n) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t {
-    // SAFETY: the caller's arguments, passed on.
-    let got = unsafe { real::__read_chk(fd, buf, n, buflen) };
-    if got == 0 && emu::ours(fd).is_some() {
-        return received(got, n);
+    if emu::ours(fd).is_some() {
+        return receive_ours(fd, n, 0, |_| {
+            // SAFETY: the caller's arguments (an overflow aborts in the checked call).
+            let got = unsafe { real::__read_chk(fd, buf, n, buflen) };
+            // SAFETY: the read wrote `got` bytes (at most `n`) at `buf`.
+            (got, unsafe { head_of(buf, got, n) })
+        });
     }
-    got
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { real::__read_chk(fd, buf, n, buflen) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if let Some(slot) = emu::ours(fd) {
+        drop_shadow(fd, slot.portid);
+    }
+    emu::unlink_if_shadow(fd);
     emu::forget(fd);
     // SAFETY: the caller's argument, passed on.
     unsafe { real::close(fd) }
@@ -523,6 +707,11 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 && old != new {
+        // `new` was closed by the call: what it was goes.
+        if let Some(slot) = emu::ours(new) {
+            drop_shadow(new, slot.portid);
+        }
+        emu::unlink_if_shadow(new);
         emu::duplicate(old, new);
     }
     r
@@ -533,6 +722,10 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { real::dup3(old, new, flags) };
     if r >= 0 {
+        if let Some(slot) = emu::ours(new) {
+            drop_shadow(new, slot.portid);
+        }
+        emu::unlink_if_shadow(new);
         emu::duplicate(old, new);
     }
     r

@@ -9,7 +9,12 @@
 //! packet that changes nothing. A push never blocks: when the queue is full the event is dropped
 //! and counted ([`Events::lost`]), and the control plane tells its subscribers they lost events,
 //! as the kernel reports `ENOBUFS` to a listener that fell behind.
+//!
+//! An event caused by a ctnetlink request (a create, update or delete) carries the requester's
+//! port id, which the kernel puts in the event message's `nlmsg_pid`: the control plane runs the
+//! request inside [`caused_by`].
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam::queue::ArrayQueue;
@@ -45,6 +50,26 @@ impl EventKind {
 pub struct Event {
     pub kind: EventKind,
     pub conn: Box<Conn>,
+    /// The port id of the ctnetlink request that caused it; 0 for a packet, an expiry or an early
+    /// drop.
+    pub portid: u32,
+}
+
+thread_local! {
+    /// The port id of the ctnetlink request this thread is carrying out (0: none).
+    static REQUESTER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f` with the events it causes attributed to the ctnetlink request of port `portid`.
+pub fn caused_by<R>(portid: u32, f: impl FnOnce() -> R) -> R {
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REQUESTER.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(REQUESTER.with(|r| r.replace(portid)));
+    f()
 }
 
 /// Events not yet delivered, at most this many.
@@ -84,7 +109,8 @@ impl Events {
 
     /// Queues an event, or counts it lost when the queue is full.
     pub(crate) fn push(&self, kind: EventKind, conn: Box<Conn>) {
-        if self.queue.push(Event { kind, conn }).is_err() {
+        let portid = REQUESTER.with(Cell::get);
+        if self.queue.push(Event { kind, conn, portid }).is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
     }

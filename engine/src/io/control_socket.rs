@@ -22,6 +22,21 @@
 //!   is produced as the client reads it: a chunk whenever its queue is below [`PUMP_LOW_WATER`],
 //!   at most [`PUMP_TURN`] bytes per turn. Its later requests wait until the dump is complete, as
 //!   a netlink client reads a dump to its end before asking again.
+//! * Connection events: a client joins the conntrack multicast groups (`NFNLGRP_CONNTRACK_NEW`,
+//!   `UPDATE`, `DESTROY`: bits 0 to 2 of its mask) with [`private::MSG_GROUPS`], as the shim sends
+//!   for `bind` with `nl_groups` or `NETLINK_ADD_MEMBERSHIP`; joining needs privilege (`EPERM`
+//!   otherwise, as the kernel's `CAP_NET_ADMIN` check). While anyone listens, the loop asks the
+//!   backend to record the union of the groups ([`Backend::want_events`]) and, every
+//!   [`EVENT_TICK`] and after every turn, takes the recorded events ([`Backend::next_event`]),
+//!   each encoded once, and queues each as a datagram of its own (a netlink listener receives one
+//!   event per datagram) for every client in its group. The workers record events without ever
+//!   waiting for this loop. A client whose queue holds more than [`EVENT_QUEUE_LIMIT`] bytes (or
+//!   when all clients' queues together hold more than [`EVENT_TOTAL_LIMIT`]) is congested: its
+//!   events are dropped and counted until its queue has drained, and it is sent a
+//!   [`private::MSG_OVERRUN`] notice at the next chance, ahead of anything else queued for it,
+//!   which the shim turns into one `ENOBUFS` — as the kernel marks a netlink listener whose
+//!   receive buffer overran. Events the backend itself had to drop (its queue was full) congest
+//!   every listener alike. The counts appear in the `events` line of [`private::SHOW_STATS`].
 //! * `SIGHUP` calls [`Backend::reload`]; `SIGTERM`/`SIGINT` end [`ControlServer::run`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,6 +67,17 @@ pub const PUMP_LOW_WATER: usize = 64 * 1024;
 pub const PUMP_CHUNK: usize = 32 * 1024;
 /// Bytes of a pending reply produced per turn of one client, at most.
 pub const PUMP_TURN: usize = 1 << 20;
+/// How often recorded events are taken and delivered while anyone listens.
+pub const EVENT_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+/// Events taken from the backend per turn of the loop, at most.
+pub const EVENT_BATCH: usize = 4096;
+/// Queued bytes beyond which a listener is congested and its events are dropped (conntrackd's
+/// usual netlink buffer size).
+pub const EVENT_QUEUE_LIMIT: usize = 2 << 20;
+/// Queued bytes of all clients together beyond which events are dropped for every listener.
+pub const EVENT_TOTAL_LIMIT: usize = 64 << 20;
+/// The groups that carry connection events (NEW, UPDATE, DESTROY).
+pub const CONNTRACK_GROUPS: u32 = 0b111;
 
 /// Who sent a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +122,20 @@ pub trait Backend {
     /// The text of a view of the daemon's state ([`private::SHOW_CONNTRACK`],
     /// [`private::SHOW_STATS`]); `None` for a view it does not know.
     fn show(&mut self, what: u8) -> Option<String>;
+    /// Records connection events of the groups in `mask` (bits of [`CONNTRACK_GROUPS`]) from now
+    /// on; 0 stops.
+    fn want_events(&mut self, _mask: u32) {}
+    /// The oldest recorded event, encoded: the bit of its group and its message.
+    fn next_event(&mut self) -> Option<(u32, Vec<u8>)> {
+        None
+    }
+    /// Events the backend dropped since the start because they were not taken fast enough.
+    fn events_dropped(&self) -> u64 {
+        0
+    }
+    /// Called every [`EVENT_TICK`] or so while anyone listens, before the events are taken (the
+    /// daemon without workers sweeps its table then, so that expiries are reported).
+    fn events_tick(&mut self) {}
 }
 
 const LISTENER: Token = Token(0);
@@ -115,6 +155,14 @@ struct Client {
     read_closed: bool,
     /// A reply still being produced.
     pending: Option<Box<dyn Pending>>,
+    /// The multicast groups joined (group `n` is bit `n - 1`).
+    groups: u32,
+    /// Events are being dropped for this client until its queue drains.
+    congested: bool,
+    /// An overrun notice is to be sent before anything else.
+    notice: bool,
+    /// Events dropped since the last notice was sent.
+    lost_unreported: u32,
 }
 
 /// Why a client was dropped.
@@ -146,6 +194,27 @@ pub struct ControlServer {
     /// Clients that may have more datagrams waiting (their read budget ran out).
     more: VecDeque<Token>,
     buf: Vec<u8>,
+    /// Bytes queued for all clients together.
+    queued: usize,
+    /// Clients in at least one conntrack group, and the union of their groups.
+    listeners: Vec<Token>,
+    wanted: u32,
+    /// Events the backend had recorded and not yet delivered when the last turn ended.
+    events_waiting: bool,
+    events: EventCounts,
+    /// When [`Backend::events_tick`] was last called.
+    last_tick: std::time::Instant,
+}
+
+/// What happened to the connection events, since the start.
+#[derive(Debug, Default, Clone, Copy)]
+struct EventCounts {
+    /// Event datagrams queued for listeners (one per listener per event).
+    delivered: u64,
+    /// Events dropped for a congested listener (one per listener per event).
+    lost: u64,
+    /// Events the backend dropped, as last read.
+    dropped: u64,
 }
 
 impl ControlServer {
@@ -161,6 +230,12 @@ impl ControlServer {
             next_token: FIRST_CLIENT,
             more: VecDeque::new(),
             buf: vec![0; RECV_BUFFER],
+            queued: 0,
+            listeners: Vec::new(),
+            wanted: 0,
+            events_waiting: false,
+            events: EventCounts::default(),
+            last_tick: now(),
         }
     }
 
@@ -173,7 +248,13 @@ impl ControlServer {
         poll.registry().register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.more.is_empty() { None } else { Some(std::time::Duration::ZERO) };
+            let timeout = if !self.more.is_empty() || self.events_waiting {
+                Some(std::time::Duration::ZERO)
+            } else if self.wanted != 0 {
+                Some(EVENT_TICK)
+            } else {
+                None
+            };
             if let Err(e) = poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -219,6 +300,7 @@ impl ControlServer {
                     self.serve(&poll, t, backend);
                 }
             }
+            self.deliver_events(&poll, backend);
         }
     }
 
@@ -264,9 +346,14 @@ impl ControlServer {
             portid_fixed: false,
             read_closed: false,
             pending: None,
+            groups: 0,
+            congested: false,
+            notice: false,
+            lost_unreported: 0,
         };
         let hello = private::hello(portid);
         c.out_bytes += hello.len();
+        self.queued += hello.len();
         c.out.push_back(hello);
         self.clients.insert(token, c);
         if let Err(why) = self.flush(token) {
@@ -318,6 +405,10 @@ impl ControlServer {
             let buf = std::mem::take(&mut self.buf);
             let reply = self.answer(t, &buf[..r.len], r.truncated, backend);
             self.buf = buf;
+            // The events the request caused go out before its answer, as the kernel multicasts
+            // them from within the request's handler: a listener learns of a change before the
+            // requester is told it is done.
+            self.deliver_events(poll, backend);
             if let Err(why) = self.enqueue(t, reply.datagrams) {
                 return self.drop_client(poll, t, why);
             }
@@ -403,10 +494,28 @@ impl ControlServer {
             private::MSG_SHOW if !peer.privileged => {
                 vec![private::error(&req, peer.portid, Errno::EPERM, None)]
             }
-            private::MSG_SHOW => match private::show_what(datagram).and_then(|w| backend.show(w)) {
-                Some(text) => private::show_replies(&req, peer.portid, &text),
+            private::MSG_SHOW => match private::show_what(datagram) {
+                Some(w) => match backend.show(w) {
+                    Some(mut text) => {
+                        if w == private::SHOW_STATS {
+                            text.push_str(&self.event_stats(backend));
+                        }
+                        private::show_replies(&req, peer.portid, &text)
+                    }
+                    None => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
+                },
                 None => vec![private::error(&req, peer.portid, Errno::EINVAL, None)],
             },
+            private::MSG_GROUPS => {
+                let result = match private::parse_groups_request(datagram) {
+                    None => Err(Errno::EINVAL),
+                    Some((op, groups)) => self.change_groups(t, peer.privileged, op, groups),
+                };
+                match result {
+                    Ok(()) => vec![private::ack(&req, peer.portid)],
+                    Err(e) => vec![private::error(&req, peer.portid, e, None)],
+                }
+            }
             private::MSG_RELOAD if !peer.privileged => {
                 vec![private::error(&req, peer.portid, Errno::EPERM, None)]
             }
@@ -435,6 +544,7 @@ impl ControlServer {
             };
             for p in parts.into_iter().filter(|p| !p.is_empty()) {
                 c.out_bytes += p.len();
+                self.queued += p.len();
                 c.out.push_back(p);
             }
         }
@@ -444,13 +554,28 @@ impl ControlServer {
         self.flush(t)
     }
 
-    /// Sends queued datagrams until the socket would block.
+    /// Sends an overrun notice if one is due, then queued datagrams, until the socket would block.
     fn flush(&mut self, t: Token) -> Result<(), DropReason> {
         let Some(c) = self.clients.get_mut(&t) else { return Ok(()) };
+        while c.notice {
+            match sys::send(c.fd.as_raw_fd(), &private::overrun(c.peer.portid, c.lost_unreported)) {
+                Ok(_) => {
+                    c.notice = false;
+                    c.lost_unreported = 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)) => {
+                    return Err(DropReason::Closed)
+                }
+                Err(e) => return Err(DropReason::Io("send", e)),
+            }
+        }
         while let Some(d) = c.out.front() {
             match sys::send(c.fd.as_raw_fd(), d) {
                 Ok(_) => {
                     c.out_bytes -= d.len();
+                    self.queued -= d.len();
                     c.out.pop_front();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -470,6 +595,8 @@ impl ControlServer {
             let _ = poll.registry().deregister(&mut SourceFd(&raw));
             self.portids.remove(&c.peer.portid);
             self.more.retain(|&m| m != t);
+            self.listeners.retain(|&m| m != t);
+            self.queued -= c.out_bytes;
             if !matches!(why, DropReason::Closed) {
                 eprintln!(
                     "ferrowall: control client pid {} uid {} portid {}: dropped: {why}",
@@ -483,6 +610,133 @@ impl ControlServer {
     pub fn clients(&self) -> usize {
         self.clients.len()
     }
+
+    /// Changes the multicast groups of client `t` as a netlink socket's change: `op`
+    /// [`private::GROUPS_SET`] replaces them by the mask `groups`, [`private::GROUPS_ADD`] and
+    /// [`private::GROUPS_DROP`] join or leave group number `groups` (1 to
+    /// [`private::GROUPS_MAX`]). Joining, or any membership option, needs privilege.
+    fn change_groups(&mut self, t: Token, privileged: bool, op: u8, groups: u32) -> Result<(), Errno> {
+        let Some(c) = self.clients.get_mut(&t) else { return Ok(()) };
+        c.groups = match op {
+            private::GROUPS_SET if groups != 0 && !privileged => return Err(Errno::EPERM),
+            private::GROUPS_SET => groups,
+            private::GROUPS_ADD | private::GROUPS_DROP if !privileged => return Err(Errno::EPERM),
+            private::GROUPS_ADD | private::GROUPS_DROP if groups == 0 || groups > private::GROUPS_MAX => {
+                return Err(Errno::EINVAL)
+            }
+            private::GROUPS_ADD => c.groups | 1 << (groups - 1),
+            private::GROUPS_DROP => c.groups & !(1 << (groups - 1)),
+            _ => return Err(Errno::EINVAL),
+        };
+        let listening = c.groups & CONNTRACK_GROUPS != 0;
+        match (listening, self.listeners.contains(&t)) {
+            (true, false) => self.listeners.push(t),
+            (false, true) => self.listeners.retain(|&m| m != t),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Tells the backend which events to record (the union of the listeners' groups), then takes up
+    /// to [`EVENT_BATCH`] recorded events and queues each for every listener of its group that is
+    /// not congested.
+    fn deliver_events(&mut self, poll: &Poll, backend: &mut dyn Backend) {
+        let wanted =
+            self.listeners.iter().filter_map(|t| self.clients.get(t)).fold(0, |m, c| m | c.groups) & CONNTRACK_GROUPS;
+        if wanted != self.wanted {
+            backend.want_events(wanted);
+            self.wanted = wanted;
+            if wanted == 0 {
+                // Nobody listens: what is left is nobody's (bounded by the backend's queue).
+                for _ in 0..1 << 20 {
+                    if backend.next_event().is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        if wanted == 0 {
+            self.events_waiting = false;
+            return;
+        }
+        if self.last_tick.elapsed() >= EVENT_TICK {
+            self.last_tick = now();
+            backend.events_tick();
+        }
+        let mut touched = Vec::new();
+        // Events the backend dropped were lost to every listener: each is told, once.
+        let dropped = backend.events_dropped();
+        if dropped > self.events.dropped {
+            let n = u32::try_from(dropped - self.events.dropped).unwrap_or(u32::MAX);
+            self.events.dropped = dropped;
+            for &t in &self.listeners {
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.notice = true;
+                    c.lost_unreported = c.lost_unreported.saturating_add(n);
+                    touched.push(t);
+                }
+            }
+        }
+        let mut taken = 0;
+        while taken < EVENT_BATCH {
+            let Some((bit, msg)) = backend.next_event() else { break };
+            taken += 1;
+            for &t in &self.listeners {
+                let Some(c) = self.clients.get_mut(&t) else { continue };
+                if c.groups & bit == 0 {
+                    continue;
+                }
+                // Congestion ends once the client has taken everything queued for it.
+                if c.congested && c.out.is_empty() && !c.notice {
+                    c.congested = false;
+                }
+                let room = c.out_bytes + msg.len() <= EVENT_QUEUE_LIMIT && self.queued + msg.len() <= EVENT_TOTAL_LIMIT;
+                if c.congested || !room {
+                    if !c.congested {
+                        c.congested = true;
+                        c.notice = true;
+                        touched.push(t);
+                    }
+                    c.lost_unreported = c.lost_unreported.saturating_add(1);
+                    self.events.lost += 1;
+                    continue;
+                }
+                c.out_bytes += msg.len();
+                self.queued += msg.len();
+                c.out.push_back(msg.clone());
+                self.events.delivered += 1;
+                if touched.last() != Some(&t) {
+                    touched.push(t);
+                }
+            }
+        }
+        self.events_waiting = taken == EVENT_BATCH;
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            if let Err(why) = self.flush(t) {
+                self.drop_client(poll, t, why);
+            }
+        }
+    }
+
+    /// The `events` line of the statistics.
+    fn event_stats(&self, backend: &dyn Backend) -> String {
+        let e = &self.events;
+        format!(
+            "events: listeners={} delivered={} lost={} dropped={}\n",
+            self.listeners.len(),
+            e.delivered,
+            e.lost,
+            backend.events_dropped()
+        )
+    }
+}
+
+/// The control loop's clock.
+#[allow(clippy::disallowed_methods)] // io owns the clocks
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// Reloads and logs the outcome.
@@ -509,5 +763,114 @@ mod tests {
         assert_eq!(s.autobind(0), (-4098i32) as u32);
         s.portids.remove(&1234);
         assert_eq!(s.autobind(1234), 1234);
+    }
+
+    /// A backend with `left` events of `size` bytes (group NEW) to give.
+    struct Source {
+        left: usize,
+        size: usize,
+        wanted: u32,
+    }
+
+    impl Backend for Source {
+        fn handle(&mut self, _: &PeerInfo, _: &[u8]) -> Reply {
+            Vec::new().into()
+        }
+        fn reload(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn show(&mut self, _: u8) -> Option<String> {
+            None
+        }
+        fn want_events(&mut self, mask: u32) {
+            self.wanted = mask;
+        }
+        fn next_event(&mut self) -> Option<(u32, Vec<u8>)> {
+            (self.left > 0 && self.wanted & 1 != 0).then(|| {
+                self.left -= 1;
+                let mut m = vec![0xee; self.size];
+                m[..4].copy_from_slice(&(self.size as u32).to_ne_bytes());
+                m[4..6].copy_from_slice(&0x100u16.to_ne_bytes());
+                (1, m)
+            })
+        }
+    }
+
+    /// Reads every datagram waiting on `sock`: (events, the notice's lost count if one came, and
+    /// at which position).
+    fn read_all(sock: &std::os::unix::net::UnixDatagram) -> (usize, Vec<(usize, u32)>) {
+        let mut buf = vec![0u8; 4096];
+        let (mut events, mut notices) = (0, Vec::new());
+        while let Ok(n) = sock.recv(&mut buf) {
+            match private::parse_overrun(&buf[..n]) {
+                Some(lost) => notices.push((events, lost)),
+                None => events += 1,
+            }
+        }
+        (events, notices)
+    }
+
+    #[test]
+    fn a_listener_that_falls_behind_loses_events_and_is_told_once() {
+        let l = std::fs::File::open("/dev/null").unwrap();
+        let mut s = ControlServer::new(l.into(), None);
+        let poll = Poll::new().unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        s.add_client(&poll, OwnedFd::from(ours)).unwrap();
+        let t = Token(FIRST_CLIENT);
+        let mut hello = [0u8; 64];
+        let n = theirs.recv(&mut hello).unwrap();
+        assert!(private::parse_hello(&hello[..n]).is_some());
+        // Joining needs privilege; group numbers run from 1 to 32.
+        assert_eq!(s.change_groups(t, false, private::GROUPS_SET, 1), Err(Errno::EPERM));
+        assert_eq!(s.change_groups(t, false, private::GROUPS_SET, 0), Ok(()));
+        assert_eq!(s.change_groups(t, true, private::GROUPS_ADD, 33), Err(Errno::EINVAL));
+        assert_eq!(s.change_groups(t, true, private::GROUPS_ADD, 0), Err(Errno::EINVAL));
+        assert_eq!(s.change_groups(t, true, private::GROUPS_ADD, 1), Ok(()));
+        assert_eq!(s.clients[&t].groups, 1);
+        // 4 MiB of events for a listener that does not read: about 2 MiB are queued (besides what
+        // the socket holds), the rest dropped and counted.
+        let size = 200;
+        let total = (4 << 20) / size;
+        let mut b = Source { left: total, size, wanted: 0 };
+        for _ in 0..total / EVENT_BATCH + 2 {
+            s.deliver_events(&poll, &mut b);
+        }
+        assert_eq!((b.wanted, b.left), (1, 0));
+        let (queued, lost) = (s.clients[&t].out_bytes, s.events.lost);
+        assert!(queued <= EVENT_QUEUE_LIMIT && queued + size > EVENT_QUEUE_LIMIT, "{queued}");
+        assert!(lost > 0 && s.events.delivered + lost == total as u64, "{lost} {:?}", s.events);
+        assert!(s.clients[&t].congested);
+        // It reads: what the socket held, the notice (with the count), what was queued.
+        let mut got = 0;
+        let mut notices = Vec::new();
+        for _ in 0..10_000 {
+            let (n, seen) = read_all(&theirs);
+            notices.extend(seen.iter().map(|(at, l)| (at + got, *l)));
+            got += n;
+            if s.clients[&t].out.is_empty() && !s.clients[&t].notice {
+                break;
+            }
+            s.flush(t).unwrap();
+        }
+        let (n, seen) = read_all(&theirs);
+        got += n;
+        assert!(seen.is_empty());
+        assert_eq!(got as u64, s.events.delivered);
+        assert_eq!(notices.len(), 1, "told once: {notices:?}");
+        assert!(notices[0].0 > 0 && notices[0].0 < got, "after what the socket held: {notices:?}");
+        assert_eq!(u64::from(notices[0].1), lost, "{notices:?}");
+        // Caught up: later events flow again, no new notice.
+        b.left = 10;
+        s.deliver_events(&poll, &mut b);
+        assert!(!s.clients[&t].congested);
+        assert_eq!(read_all(&theirs), (10, Vec::new()));
+        // Nobody listens: the backend stops recording.
+        assert_eq!(s.change_groups(t, true, private::GROUPS_DROP, 1), Ok(()));
+        s.deliver_events(&poll, &mut b);
+        assert_eq!(b.wanted, 0);
+        assert_eq!(s.queued, 0);
     }
 }

@@ -242,6 +242,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         router,
         config: opts.config.clone(),
         state_dir,
+        sweeper: None,
     };
     let listener = open_control_socket(&path, cfg.ctl_group)
         .map_err(|source| RunError::BindControl { path: path.clone(), source })?;
@@ -258,6 +259,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     if !stop_workers.workers.is_empty() {
         eprintln!("ferrowall: {} on {names} with {n} worker(s)", format!("{:?}", cfg.mode).to_lowercase());
+    } else {
+        // No worker sweeps the table: while anyone listens to events, the control loop does, so
+        // that expiries are reported.
+        daemon.sweeper = Some(crate::conntrack::Stats::default());
     }
     // The settings as they start (at the first start: the configuration's), once nothing can
     // keep the daemon from serving.
@@ -401,6 +406,9 @@ struct Daemon {
     /// The rule set in force: (file, text), saved with the settings.
     rules_source: Option<(String, String)>,
     state_dir: StateDir,
+    /// Without workers, the control loop sweeps the table while anyone listens to events; its
+    /// counters.
+    sweeper: Option<crate::conntrack::Stats>,
 }
 
 impl Daemon {
@@ -513,6 +521,29 @@ impl Backend for Daemon {
                 Some(t)
             }
             _ => None,
+        }
+    }
+
+    // Connection events for the control socket's listeners: the table records the kinds asked
+    // for; each is encoded as ctnetlink reports it.
+    fn want_events(&mut self, mask: u32) {
+        use crate::conntrack::events::EventKind;
+        let kinds = [(1, EventKind::New), (2, EventKind::Update), (4, EventKind::Destroy)];
+        self.shared.ct.events.want(kinds.iter().filter(|(g, _)| mask & g != 0).fold(0, |m, (_, k)| m | k.bit()));
+    }
+
+    fn next_event(&mut self) -> Option<(u32, Vec<u8>)> {
+        let ev = self.shared.ct.events.pop()?;
+        Some(crate::ctnetlink::event_message(&self.shared.ct, &ev, self.shared.now()))
+    }
+
+    fn events_dropped(&self) -> u64 {
+        self.shared.ct.events.lost()
+    }
+
+    fn events_tick(&mut self) {
+        if let Some(stats) = &mut self.sweeper {
+            self.shared.ct.sweep(self.shared.now(), 4096, stats);
         }
     }
 }
