@@ -1,8 +1,10 @@
 //! The pure netlink codecs of `proto` on arbitrary datagrams: the message walk, attribute walks
-//! (nested too), the cttimeout request/data/reply parsers and the private-subsystem parsers. Never
-//! a panic, and every offset and slice a walk hands out stays inside the bytes it walked.
+//! (nested too), the cttimeout request/data/reply parsers, the ctnetlink request parsers and the
+//! private-subsystem parsers. Never a panic, and every offset and slice a walk hands out stays
+//! inside the bytes it walked.
 #![no_main]
 
+use ferrowall_proto::ctnetlink;
 use ferrowall_proto::cttimeout::{data_layout, parse_data, parse_reply, parse_request};
 use ferrowall_proto::netlink::{align, Attrs, Header, Messages, Nfgenmsg, HDRLEN, NLA_HDRLEN};
 use ferrowall_proto::private::{is_private, parse_error, parse_hello, portid_attr, show_text, show_what};
@@ -77,6 +79,29 @@ fn check_message(datagram: &[u8], msg: &[u8]) {
         }
     } else {
         assert!(payload.len() < Nfgenmsg::LEN);
+    }
+
+    // The ctnetlink parsers (conntrack and expectation requests, tuples, filters, protocol
+    // info), on the same attributes, as the handler calls them.
+    if let Some(attrs) = payload.get(Nfgenmsg::LEN..) {
+        let family = payload.first().copied().unwrap_or(0);
+        let _ = ctnetlink::parse_exp(attrs);
+        if let Ok(a) = ctnetlink::parse_ct(attrs) {
+            let _ = ctnetlink::parse_filter(&a, family);
+            for kind in [ctnetlink::attr::TUPLE_ORIG, ctnetlink::attr::TUPLE_REPLY, ctnetlink::attr::TUPLE_MASTER] {
+                if let Some(nest) = a.get(kind) {
+                    assert!(within(attrs, nest));
+                    for flags in [0, u32::MAX] {
+                        let _ = ctnetlink::parse_tuple(nest, family, flags);
+                    }
+                }
+            }
+            if let Some(nest) = a.get(ctnetlink::attr::PROTOINFO) {
+                for proto in [6, 132, 17] {
+                    let _ = ctnetlink::parse_protoinfo(nest, proto);
+                }
+            }
+        }
     }
 
     // The private parsers, on the message alone and on the rest of the datagram from it.

@@ -264,6 +264,22 @@ mod tests {
         assert_eq!(ct2.len(), 2);
     }
 
+    proptest::proptest! {
+        /// Random bodies behind a valid magic and checksum (what a file written by something else
+        /// would look like): an error or a table, never a panic, never more than the table holds.
+        #[test]
+        fn any_sealed_body_is_read_or_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&body);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let ct = Conntrack::new(16, Config::default());
+            if let Ok(r) = ct.restore(&bytes, Timestamp(NS), 0, &Registry::new()) {
+                proptest::prop_assert!(ct.len() == r.restored && ct.len() <= 16);
+            }
+        }
+    }
+
     #[test]
     fn damaged_snapshots_are_refused() {
         let registry = Registry::new();

@@ -359,6 +359,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any text: settings or an error, never a panic; text with a valid checksum over random
+        /// records too.
+        #[test]
+        fn any_text_is_read_or_refused(text in "(ferrowall-state 1\n)?((default|policy|rules|end|#|\\| )[ -~%]{0,40}\n){0,12}") {
+            let _ = Settings::parse(&text);
+            let sealed = format!("{text}end {:08x}\n", crc32fast::hash(text.as_bytes()));
+            let _ = Settings::parse(&sealed);
+        }
+    }
+
     #[test]
     fn settings_round_trip() {
         let s = sample();
