@@ -7,7 +7,9 @@
 use ferrowall_proto::ctnetlink;
 use ferrowall_proto::cttimeout::{data_layout, parse_data, parse_reply, parse_request};
 use ferrowall_proto::netlink::{align, Attrs, Header, Messages, Nfgenmsg, HDRLEN, NLA_HDRLEN};
-use ferrowall_proto::private::{is_private, parse_error, parse_hello, portid_attr, show_text, show_what};
+use ferrowall_proto::private::{
+    is_private, parse_error, parse_groups_request, parse_hello, parse_overrun, portid_attr, show_text, show_what,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Whether `inner` lies inside `outer` (by address).
@@ -115,6 +117,8 @@ fn check_message(datagram: &[u8], msg: &[u8]) {
         let _ = show_what(b);
         let _ = show_text(b);
         let _ = parse_error(b);
+        let _ = parse_groups_request(b);
+        let _ = parse_overrun(b);
     }
 }
 
