@@ -327,9 +327,9 @@ pub fn object(ct: &Conntrack, c: &Conn, now: Timestamp, use_count: u32) -> Objec
 /// A recorded event as `ctnetlink_conntrack_event` reports it at `now`: the bit of its multicast
 /// group in `nl_groups` and its message. What a `NEW` or `UPDATE` carries depends on its cause: a
 /// ctnetlink request's reports the protocol state, the mark (even 0) and the synproxy values; a
-/// packet's, the protocol state (the kernel reports it only when the packet changed the tracker's
-/// state, which every TCP and SCTP event but a picked-up connection's first reply and its
-/// assurance does). A `DESTROY` has the dying bit set, as the kernel sets it before reporting.
+/// packet's, the protocol state only when the packet changed the tracker's state (`IPCT_PROTOINFO`:
+/// not for a picked-up connection's first reply, which only sets status bits). A `DESTROY` has the
+/// dying bit set, as the kernel sets it before reporting.
 pub fn event_message(ct: &Conntrack, ev: &Event, now: Timestamp) -> (u32, Vec<u8>) {
     let mut o = object(ct, &ev.conn, now, 0);
     let by_request = ev.portid != 0;
@@ -341,7 +341,7 @@ pub fn event_message(ct: &Conntrack, ev: &Event, now: Timestamp) -> (u32, Vec<u8
             wire::EventKind::Destroy
         }
     };
-    let parts = wire::EventParts { protoinfo: true, synproxy: by_request, mark: by_request };
+    let parts = wire::EventParts { protoinfo: ev.state_changed || by_request, synproxy: by_request, mark: by_request };
     (kind.group_bit(), wire::event_message(kind, &o, parts, ev.portid))
 }
 

@@ -53,6 +53,9 @@ pub struct Event {
     /// The port id of the ctnetlink request that caused it; 0 for a packet, an expiry or an early
     /// drop.
     pub portid: u32,
+    /// Whether the tracker's state is part of what changed (the kernel's `IPCT_PROTOINFO`): false
+    /// only for an UPDATE whose packet changed status bits alone.
+    pub state_changed: bool,
 }
 
 thread_local! {
@@ -109,8 +112,13 @@ impl Events {
 
     /// Queues an event, or counts it lost when the queue is full.
     pub(crate) fn push(&self, kind: EventKind, conn: Box<Conn>) {
+        self.push_with(kind, conn, true);
+    }
+
+    /// [`Events::push`] for an UPDATE that may not have changed the tracker's state.
+    pub(crate) fn push_with(&self, kind: EventKind, conn: Box<Conn>, state_changed: bool) {
         let portid = REQUESTER.with(Cell::get);
-        if self.queue.push(Event { kind, conn, portid }).is_err() {
+        if self.queue.push(Event { kind, conn, portid, state_changed }).is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -481,8 +481,11 @@ impl Conntrack {
             if dir == Dir::Reply {
                 c.status.insert(Status::SEEN_REPLY);
             }
-            if before.is_some_and(|b| b != (c.status, c.proto.state_code())) {
-                self.events.push(EventKind::Update, Box::new(c.clone()));
+            if let Some((status, state)) = before {
+                let state_changed = state != c.proto.state_code();
+                if state_changed || status != c.status {
+                    self.events.push_with(EventKind::Update, Box::new(c.clone()), state_changed);
+                }
             }
             return Tracked::of(state, dir);
         }

@@ -442,3 +442,20 @@ fn workers_confirming_at_once_never_take_the_table_past_its_maximum() {
         assert!(results.contains(&true), "round {round}");
     }
 }
+
+#[test]
+fn an_update_says_whether_the_tracker_state_changed() {
+    use super::events::EventKind::*;
+    let ct = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    ct.events.want(New.bit() | Update.bit() | Destroy.bit());
+    // Picked up mid-stream (ESTABLISHED from its first packet): the first reply only sets
+    // SEEN_REPLY, as the kernel's IPCT_REPLY without IPCT_PROTOINFO.
+    run(&ct, T0, &a().tcp(40000, 80, 100, 500, tcp_flags::ACK, 65535, &[], &[]), &mut st);
+    run(&ct, T0, &a().reverse().tcp(80, 40000, 500, 100, tcp_flags::ACK, 65535, &[], &[]), &mut st);
+    // A handshake's SYN/ACK changes the state too.
+    run(&ct, T0, &a().tcp(40001, 80, 1, 0, tcp_flags::SYN, 65535, &[], &[]), &mut st);
+    run(&ct, T0, &a().reverse().tcp(80, 40001, 9, 2, tcp_flags::SYN | tcp_flags::ACK, 65535, &[], &[]), &mut st);
+    let seen: Vec<_> = std::iter::from_fn(|| ct.events.pop()).map(|e| (e.kind, e.state_changed)).collect();
+    assert_eq!(seen, [(New, true), (Update, false), (New, true), (Update, true)]);
+}
