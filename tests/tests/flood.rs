@@ -629,7 +629,13 @@ fn syn_flood_keeps_the_table_at_its_limit_and_established_traffic_flowing() {
 
     // Early drop made the room for every new connection: nothing was refused for a full table.
     assert_eq!(after.ct("max"), MAX);
-    assert!(ct("early_drop") + MAX >= received, "an early drop for every SYN beyond the table's size:\n{}", after.text);
+    // (Two random sources can repeat a tuple: such a SYN finds its connection rather than making one.)
+    assert!(ct("insert") + 100 >= received, "a new connection for (nearly) every SYN:\n{}", after.text);
+    assert!(
+        ct("early_drop") + MAX >= ct("insert"),
+        "an early drop for every insert beyond the table's size:\n{}",
+        after.text
+    );
     assert_eq!(ct("insert_failed"), 0, "no SYN found the table full with nothing to drop:\n{}", after.text);
     assert_eq!(after.dropped(DropReason::CtTableFull), 0, "{}", after.text);
 

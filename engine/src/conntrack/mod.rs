@@ -205,12 +205,11 @@ impl Tracked {
 /// Default maximum number of connections, like `nf_conntrack_max`.
 pub const DEFAULT_MAX: usize = 262_144;
 
-/// Where the place for a new connection came from.
+/// Whether a new connection found a place, and how many unassured connections were dropped
+/// looking for one.
 enum Room {
-    Free,
-    /// An unassured connection was dropped for it.
-    Dropped,
-    Full,
+    Made { dropped: u64 },
+    Full { dropped: u64 },
 }
 
 /// Entries examined, at most, to find an unassured connection to drop when the table is full.
@@ -602,9 +601,9 @@ impl Conntrack {
             return Ok(());
         }
         match self.make_room(shard, slab, h, now) {
-            Room::Free => {}
-            Room::Dropped => stats.early_drop += 1,
-            Room::Full => {
+            Room::Made { dropped } => stats.early_drop += dropped,
+            Room::Full { dropped } => {
+                stats.early_drop += dropped;
                 stats.drop += 1;
                 stats.insert_failed += 1;
                 return Err(Refused::TableFull);
@@ -617,23 +616,31 @@ impl Conntrack {
     }
 
     /// Takes a place in the table for one more connection in the shard of hash `h` (its lock
-    /// held), dropping an unassured one when the table or the shard is full. As the kernel's
-    /// `__nf_conntrack_alloc`, the count is raised first and lowered again on failure, so that two
-    /// workers confirming at once cannot both take the last place.
+    /// held), dropping unassured ones while the table or the shard is full. The count is raised
+    /// only from below the maximum, atomically, so that two workers confirming at once cannot both
+    /// take the last place, and it never reads above the maximum.
     fn make_room(&self, shard: &Shard, slab: &mut Slab, h: u64, now: Timestamp) -> Room {
-        let over = self.count.fetch_add(1, Ordering::AcqRel) >= self.max;
-        let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
-        if !over && !shard_full {
-            return Room::Free;
-        }
         let mut budget = EARLY_DROP_SCAN;
-        if self.early_drop(shard, slab, now, &mut budget)
-            || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget))
-        {
-            return Room::Dropped;
+        let mut dropped = 0;
+        loop {
+            let shard_full = slab.free.is_empty() && slab.slots.len() == shard.cap;
+            if !shard_full && self.reserve() {
+                return Room::Made { dropped };
+            }
+            // Each attempt examines entries off `budget`, so this ends.
+            let freed = self.early_drop(shard, slab, now, &mut budget)
+                || (!shard_full && self.early_drop_elsewhere(h, now, &mut budget));
+            if !freed {
+                return Room::Full { dropped };
+            }
+            // Another worker may take the place before us: then we drop again.
+            dropped += 1;
         }
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        Room::Full
+    }
+
+    /// Raises the count by one if it is below the maximum.
+    fn reserve(&self) -> bool {
+        self.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).is_ok()
     }
 
     /// Whether a live connection with one of `c`'s tuples is in the shard of hash `h`.
@@ -682,8 +689,7 @@ impl Conntrack {
         if shard_full || Self::clashes(shard, slab, h, &c, now) {
             return false;
         }
-        if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.count.fetch_sub(1, Ordering::AcqRel);
+        if !self.reserve() {
             return false;
         }
         self.insert_locked(shard, slab, h, c);
@@ -698,16 +704,21 @@ impl Conntrack {
         if scan == 0 {
             return false;
         }
-        *budget -= scan;
         // The first expired or unassured entry, as the kernel's `early_drop_list` takes the
-        // first unassured one it meets (reaping expired ones on the way).
-        let victim = (0..scan)
-            .map(|k| (slab.cursor + k) % n)
-            .find(|&s| slab.slots[s].as_ref().is_some_and(|c| c.expires <= now || !c.status.contains(Status::ASSURED)));
-        let Some(s) = victim else {
+        // first unassured one it meets (reaping expired ones on the way). What was examined
+        // comes off the budget.
+        let victim = (0..scan).find(|&k| {
+            slab.slots[(slab.cursor + k) % n]
+                .as_ref()
+                .is_some_and(|c| c.expires <= now || !c.status.contains(Status::ASSURED))
+        });
+        let Some(k) = victim else {
+            *budget -= scan;
             slab.cursor = (slab.cursor + scan) % n;
             return false;
         };
+        *budget -= k + 1;
+        let s = (slab.cursor + k) % n;
         slab.cursor = (s + 1) % n;
         let h = self.hash(&slab.slots[s].as_ref().expect("victim is live").tuple[0]);
         self.remove(shard, slab, h, s);

@@ -98,7 +98,7 @@ impl Conntrack {
         if Self::clashes(shard, slab, h, &c, now) {
             return Err(InsertError::Exists);
         }
-        if matches!(self.make_room(shard, slab, h, now), Room::Full) {
+        if matches!(self.make_room(shard, slab, h, now), Room::Full { .. }) {
             return Err(InsertError::Full);
         }
         c.status.insert(Status::CONFIRMED);

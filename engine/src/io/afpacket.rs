@@ -95,13 +95,14 @@ pub struct AfPacketConfig {
 }
 
 impl Default for AfPacketConfig {
-    /// 64 blocks of 256 KiB (16 MiB), 2 ms block timeout; 1024 transmit slots of 2 KiB.
+    /// 64 blocks of 256 KiB (16 MiB), 1 ms block timeout (the least: each frame of a quiet
+    /// flow waits for it); 1024 transmit slots of 2 KiB.
     fn default() -> Self {
         AfPacketConfig {
             block_size: 1 << 18,
             block_count: 64,
             frame_size: 2048,
-            block_timeout_ms: 2,
+            block_timeout_ms: 1,
             tx_frame_size: 2048,
             tx_frames: 1024,
             fanout: None,

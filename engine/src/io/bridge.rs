@@ -100,8 +100,6 @@ use crate::defrag::{Defrag, DefragConfig, Reassembly};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::icmp;
 
-/// Batches served from one port per wake at most, so that a busy port does not starve the others.
-const ROUNDS: usize = 8;
 /// Ethernet header length (untagged).
 const ETH: usize = 14;
 
@@ -171,14 +169,18 @@ impl Pipeline for Bridging {
     fn serve(&mut self, w: &mut Worker<AfPacket>, _: &Registry) -> io::Result<bool> {
         // A few ports: serve all of them on every wake (blocks retire on a timer, so
         // readiness is coarse anyway), each until it is empty or has had its share.
+        // Busy while a port still had a full batch, as in router mode.
+        let mut busy = false;
         for at in 0..w.ports.len() {
-            for _ in 0..ROUNDS {
-                if self.serve_port(w, at)? < RX_BATCH {
+            for _ in 0..worker::ROUNDS {
+                let n = self.serve_port(w, at)?;
+                busy |= n == RX_BATCH;
+                if n < RX_BATCH {
                     break;
                 }
             }
         }
-        Ok(false)
+        Ok(busy)
     }
 
     /// MAC ageing, and the reassembly's timeouts.

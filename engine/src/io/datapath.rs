@@ -565,11 +565,21 @@ impl Pipeline for Routing {
 
     fn serve(&mut self, w: &mut Worker<AfPacket>, _: &MioRegistry) -> io::Result<bool> {
         // A few ports: serve all of them on every wake rather than track readiness per port
-        // (blocks retire on a timer, so readiness is coarse anyway).
+        // (blocks retire on a timer, so readiness is coarse anyway), each until it is empty or
+        // has had its share. Busy while a port still had a full batch: the loop comes straight
+        // back instead of waiting for the next readiness, which a ring with frames left in a
+        // block already handed over need not signal again.
+        let mut busy = false;
         for at in 0..w.ports.len() {
-            self.serve_port(w, at)?;
+            for _ in 0..worker::ROUNDS {
+                let n = self.serve_port(w, at)?;
+                busy |= n == RX_BATCH;
+                if n < RX_BATCH {
+                    break;
+                }
+            }
         }
-        Ok(false)
+        Ok(busy)
     }
 
     /// Neighbour retries and failures.
@@ -589,15 +599,15 @@ impl Pipeline for Routing {
 }
 
 impl Routing {
-    /// Receives and handles what port `at` has.
-    fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<()> {
+    /// Receives and handles one batch from port `at`; returns how many frames it had.
+    fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<usize> {
         let Routing { router, scratch } = self;
         let Worker { ports, shared, stats, .. } = w;
         let (before, rest) = ports.split_at_mut(at);
-        let Some((port, after)) = rest.split_first_mut() else { return Ok(()) };
+        let Some((port, after)) = rest.split_first_mut() else { return Ok(0) };
         let mut batch = Batch::default();
         let mut originate_later: Vec<Vec<u8>> = Vec::new();
-        port.rx_batch(RX_BATCH, &mut |frames, this| {
+        let n = port.rx_batch(RX_BATCH, &mut |frames, this| {
             let now = shared.now();
             let rules = shared.rules.load();
             for f in frames {
@@ -625,7 +635,7 @@ impl Routing {
             originate(w, &self.router, now, &d, &mut batch);
         }
         w.counters.publish(&batch);
-        Ok(())
+        Ok(n)
     }
 }
 

@@ -31,6 +31,8 @@ use crate::filter::{Decision, Hook, Reject, Verdict};
 
 /// Frames taken from a port per call.
 pub(super) const RX_BATCH: usize = 64;
+/// Batches served from one port per wake at most, so that a busy port does not starve the others.
+pub(super) const ROUNDS: usize = 8;
 /// How often a worker runs its timers.
 const TICK: Duration = Duration::from_millis(100);
 /// Expired connections a worker removes per tick, at most.
