@@ -105,6 +105,8 @@ fn router_runs_as_nobody_without_capabilities() {
         .arg("run")
         .arg("--ctl-socket")
         .arg(&d.socket)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
