@@ -6,7 +6,7 @@
 //! connections takes and releases each shard's lock many times, so a worker waiting for that lock
 //! waits for at most a few microseconds, as it would behind another worker.
 
-use super::{Conn, Conntrack, Room, Status, Tuple, SHARDS};
+use super::{Conn, Conntrack, Room, Shard, Slab, Status, Tuple, SHARDS};
 use crate::clock::Timestamp;
 
 /// Slots examined, at most, per acquisition of a shard's lock.
@@ -40,6 +40,17 @@ pub enum InsertError {
     Full,
 }
 
+/// The index entry (`slot << 1 | dir`) of the live connection in `shard` with tuple `t` (hashing to
+/// `h`). Caller holds the shard's lock.
+fn live_slot(shard: &Shard, slab: &Slab, h: u64, t: &Tuple, now: Timestamp) -> Option<u32> {
+    shard.index.find(h, |e| {
+        slab.slots
+            .get((e >> 1) as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.tuple[(e & 1) as usize] == *t && c.expires > now)
+    })
+}
+
 impl Conntrack {
     /// The connection's id, as ctnetlink reports it in `CTA_ID`: a keyed hash of its original
     /// tuple and its creation time, stable for the connection's life and unguessable from outside.
@@ -55,12 +66,7 @@ impl Conntrack {
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
-        let e = shard.index.find(h, |e| {
-            slab.slots
-                .get((e >> 1) as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.tuple[(e & 1) as usize] == *t && c.expires > now)
-        })?;
+        let e = live_slot(shard, slab, h, t, now)?;
         slab.slots[(e >> 1) as usize].as_mut().map(f)
     }
 
@@ -71,12 +77,7 @@ impl Conntrack {
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
-        let e = shard.index.find(h, |e| {
-            slab.slots
-                .get((e >> 1) as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.tuple[(e & 1) as usize] == *t && c.expires > now)
-        })?;
+        let e = live_slot(shard, slab, h, t, now)?;
         let slot = (e >> 1) as usize;
         let c = slab.slots[slot].as_ref()?;
         if !remove_if(c) {

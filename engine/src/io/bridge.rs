@@ -167,20 +167,7 @@ impl Pipeline for Bridging {
     type Port = AfPacket;
 
     fn serve(&mut self, w: &mut Worker<AfPacket>, _: &Registry) -> io::Result<bool> {
-        // A few ports: serve all of them on every wake (blocks retire on a timer, so
-        // readiness is coarse anyway), each until it is empty or has had its share.
-        // Busy while a port still had a full batch, as in router mode.
-        let mut busy = false;
-        for at in 0..w.ports.len() {
-            for _ in 0..worker::ROUNDS {
-                let n = self.serve_port(w, at)?;
-                busy |= n == RX_BATCH;
-                if n < RX_BATCH {
-                    break;
-                }
-            }
-        }
-        Ok(busy)
+        worker::serve_all(w.ports.len(), |at| self.serve_port(w, at))
     }
 
     /// MAC ageing, and the reassembly's timeouts.

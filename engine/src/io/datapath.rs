@@ -564,22 +564,7 @@ impl Pipeline for Routing {
     type Port = AfPacket;
 
     fn serve(&mut self, w: &mut Worker<AfPacket>, _: &MioRegistry) -> io::Result<bool> {
-        // A few ports: serve all of them on every wake rather than track readiness per port
-        // (blocks retire on a timer, so readiness is coarse anyway), each until it is empty or
-        // has had its share. Busy while a port still had a full batch: the loop comes straight
-        // back instead of waiting for the next readiness, which a ring with frames left in a
-        // block already handed over need not signal again.
-        let mut busy = false;
-        for at in 0..w.ports.len() {
-            for _ in 0..worker::ROUNDS {
-                let n = self.serve_port(w, at)?;
-                busy |= n == RX_BATCH;
-                if n < RX_BATCH {
-                    break;
-                }
-            }
-        }
-        Ok(busy)
+        worker::serve_all(w.ports.len(), |at| self.serve_port(w, at))
     }
 
     /// Neighbour retries and failures.

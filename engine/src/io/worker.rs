@@ -33,6 +33,25 @@ use crate::filter::{Decision, Hook, Reject, Verdict};
 pub(super) const RX_BATCH: usize = 64;
 /// Batches served from one port per wake at most, so that a busy port does not starve the others.
 pub(super) const ROUNDS: usize = 8;
+
+/// Serves each of `ports` ports with `serve_port` (one batch a call, returning its size) until it
+/// is empty or has had [`ROUNDS`] batches: the AF_PACKET modes serve every port on every wake
+/// (blocks retire on a timer, so readiness is coarse anyway). Busy while a port still had a full
+/// batch: the loop then comes straight back instead of waiting for readiness, which a ring with
+/// frames left in a block already handed over need not signal again.
+pub(super) fn serve_all(ports: usize, mut serve_port: impl FnMut(usize) -> io::Result<usize>) -> io::Result<bool> {
+    let mut busy = false;
+    for at in 0..ports {
+        for _ in 0..ROUNDS {
+            let n = serve_port(at)?;
+            busy |= n == RX_BATCH;
+            if n < RX_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(busy)
+}
 /// How often a worker runs its timers.
 const TICK: Duration = Duration::from_millis(100);
 /// Expired connections a worker removes per tick, at most.
