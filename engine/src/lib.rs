@@ -4,6 +4,8 @@
 //!   as Linux's `nf_conntrack` does (new, established, related, invalid, untracked).
 //! * [`timeouts`]: per-protocol default timeouts and named timeout policies.
 //! * [`defrag`]: IPv4/IPv6 reassembly ahead of tracking, as the kernel's defragmentation does.
+//! * [`gso`]: GSO super-packets (segmentation offload): their description, and cutting one up
+//!   where it cannot be passed on whole.
 //! * [`route`]: router mode: longest-prefix routes, the ARP/NDP neighbour cache, ICMP errors and
 //!   the per-packet router step.
 //! * [`bridge`]: bridge mode's forwarding database (MAC learning, ageing, flooding decisions).
@@ -21,6 +23,7 @@ pub mod ctnetlink;
 pub mod defrag;
 pub mod display;
 pub mod filter;
+pub mod gso;
 pub mod io;
 pub mod replay;
 pub mod route;

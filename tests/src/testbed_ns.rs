@@ -76,10 +76,17 @@ impl Testbed {
         self.exec(ns, &[&["sysctl", "-qw"], settings].concat())
     }
 
-    /// Turns off TX checksum offload, TSO, GSO and GRO on `dev` in `ns`: ferrowall has no vnet
-    /// headers (a frame is at most one MTU, with its checksums filled in).
+    /// Turns off TX checksum offload, TSO, GSO and GRO on `dev` in `ns`: every frame at most one
+    /// MTU, with its checksums filled in (the tests with offloads on use [`Testbed::offloads_on`]).
     pub fn offloads_off(&self, ns: &str, dev: &str) -> Out {
         self.exec(ns, &["ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
+    }
+
+    /// Turns on TX checksum offload, TSO and GSO (GRO off) on `dev` in `ns`: its stack hands the
+    /// veth GSO super-frames of up to 64 KiB, which ferrowall's vnet headers carry whole.
+    pub fn offloads_on(&self, ns: &str, dev: &str) {
+        let out = self.exec(ns, &["ethtool", "-K", dev, "tx", "on", "tso", "on", "gso", "on", "gro", "off"]);
+        assert_eq!(out.code, Some(0), "ethtool on {dev}: {out}");
     }
 
     /// Starts `args` in namespace `ns` in the background; it is killed when the testbed goes.
@@ -162,8 +169,7 @@ impl Testbed {
     /// The router testbed of the router-mode tests: client 198.18.1.2 / 2001:2:0:1::2 and server
     /// 198.19.1.2 / 2001:2:0:2::2, with default routes via ferrowall's addresses .1 / ::1 on the
     /// middle namespace's `r-cli` and `r-srv`, whose own stack stays out of the way (no
-    /// addresses, no IPv6, no forwarding); peers' offloads off (ferrowall has no vnet headers: a
-    /// frame is at most one MTU).
+    /// addresses, no IPv6, no forwarding); offloads off (`tests/tests/gso.rs` turns them on).
     pub fn router(prefix: &str) -> Testbed {
         let tb = Testbed::namespaces(prefix, "r");
         tb.veths("r-cli", "r-srv");

@@ -22,7 +22,7 @@ fn testbed() -> Testbed {
     for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "b-cli"), (&tb.m, "b-srv")] {
         ip(&["-n", ns, "link", "set", dev, "up"]);
         // No GSO/TSO super-frames or partial checksums from the endpoints, no GRO on the
-        // bridge's ports: ferrowall has no vnet headers (a frame is at most one MTU).
+        // bridge's ports: every frame at most one MTU (tests/tests/gso.rs has them on).
         let out = tb.offloads_off(ns, dev);
         assert_eq!(out.code, Some(0), "ethtool on {dev}: {out}");
     }

@@ -1,5 +1,6 @@
-//! An Ethernet interface through `AF_PACKET`: a `TPACKET_V3` memory-mapped receive ring and a
-//! `TPACKET_V2` transmit ring, on two sockets bound to the same interface.
+//! An Ethernet interface through `AF_PACKET`: a `TPACKET_V3` memory-mapped receive ring, and a
+//! `TPACKET_V2` transmit ring with a second socket for what does not fit it, all bound to the same
+//! interface, all with vnet headers (`PACKET_VNET_HDR`).
 //!
 //! **Receive.** The kernel fills fixed-size *blocks* with variable-length frames and hands a block
 //! to user space when it is full or when the block timeout expires (so at low rates a frame waits
@@ -9,39 +10,72 @@
 //! from `tp_mac` straight out of the ring, and gives a block back (`TP_STATUS_KERNEL`) once every
 //! frame in it has been delivered and the callback has returned; a batch may end in the middle of
 //! a block, the next one resumes there. Per frame it reports `TP_STATUS_CSUM_VALID`,
-//! `TP_STATUS_CSUMNOTREADY`, truncation and the VLAN tag the kernel stripped (`TP_STATUS_VLAN_VALID`
-//! with `hv1.tp_vlan_tci`/`tp_vlan_tpid`). The receiving socket:
+//! `TP_STATUS_CSUMNOTREADY`, truncation, the VLAN tag the kernel stripped (`TP_STATUS_VLAN_VALID`
+//! with `hv1.tp_vlan_tci`/`tp_vlan_tpid`), and the frame's vnet header ([`Frame::offload`]):
+//! `tpacket_rcv` writes a `struct virtio_net_hdr` (10 bytes) just before the MAC header of every
+//! frame, `TPACKET_V3` rings included (tried on Linux 6.18), so that a GSO super-frame — a TCP
+//! segment of up to 64 KiB that a peer with TSO/GSO on sent, or that GRO merged — arrives whole
+//! with its segment size and partial checksum, flagged [`RxFlags::GSO`]. (A super-frame of a kind a vnet header cannot
+//! describe, such as a UDP tunnel's, is dropped by the kernel and counted in `rx_dropped`.) A block
+//! holds several super-frames: [`AfPacketConfig::block_size`] must exceed 64 KiB and a few hundred
+//! bytes of headers for one to fit; a longer frame is truncated (flagged, counted). The receiving
+//! socket:
+//! * sets `PACKET_VNET_HDR` before its ring is made (the kernel refuses it after);
 //! * is bound to the interface for `ETH_P_ALL` only after its ring exists (created with protocol 0,
 //!   so nothing from other interfaces is queued before the bind);
-//! * sets `PACKET_IGNORE_OUTGOING`: the host's own transmissions on the interface are not seen;
+//! * ignores the host's own transmissions on the interface (`PACKET_IGNORE_OUTGOING`, and
+//!   `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` for a fanout group, whose own hook is what the kernel
+//!   consults): this matters since super-frames are sent through the queueing layer, which shows
+//!   them to the interface's packet sockets;
 //! * joins a `PACKET_FANOUT_HASH` group when configured, so that several workers (each with its own
 //!   port on the same interface, same group id) share the traffic flow by flow — optionally with
 //!   `PACKET_FANOUT_FLAG_DEFRAG`, so that all fragments of a datagram reach the same worker;
 //! * puts the interface in promiscuous mode when asked (`PACKET_MR_PROMISC` membership, which the
 //!   kernel drops with the socket: bridge mode needs frames for every MAC).
 //!
-//! **Transmit.** [`Tx::tx`] copies frames into the free slots of a `PACKET_TX_RING` (one frame per
-//! slot, `TP_STATUS_AVAILABLE` → `TP_STATUS_SEND_REQUEST`) and [`Tx::flush`] sends every requested
-//! slot with one non-blocking `send`; the kernel sets slots back to available as the driver
-//! completes them. The socket sets `PACKET_QDISC_BYPASS` (frames go straight to the driver: no
-//! qdisc, no taps, so the host's packet sockets, ours included, never see them) and `PACKET_LOSS`
-//! (a frame the kernel refuses is skipped instead of wedging the ring). It is bound with protocol 0
-//! and so receives nothing. When the next slot is still busy, `tx` flushes once and, if it is still
-//! busy, drops the rest of the batch (`tx_dropped`): `tx` never waits. A flush while the interface
-//! is down drops what was queued (`tx_dropped`); only a vanished interface (`ENXIO`) is an error.
+//! **Transmit.** [`Tx::tx`] writes each frame, after its vnet header ([`TxFrame::offload`]: all
+//! zeros for a plain frame; `NEEDS_CSUM` with its offsets for a partial checksum; the GSO kind,
+//! segment size and header length for a super-frame), in one of two ways:
+//! * A plain frame that fits a slot goes into the free slots of a `PACKET_TX_RING` (one frame per
+//!   slot, `TP_STATUS_AVAILABLE` → `TP_STATUS_SEND_REQUEST`), and [`Tx::flush`] sends every
+//!   requested slot with one non-blocking `send`; the kernel sets slots back to available as the
+//!   driver completes them. The ring's socket sets `PACKET_QDISC_BYPASS` (frames go straight to the
+//!   driver: no qdisc, no taps, so the host's packet sockets, ours included, never see them) and
+//!   `PACKET_LOSS` (a frame the kernel refuses is skipped instead of wedging the ring). When the
+//!   next slot is still busy, `tx` flushes once and, if it is still busy, drops the rest of the
+//!   batch (`tx_dropped`): `tx` never waits. A flush while the interface is down drops what was
+//!   queued (`tx_dropped`); only a vanished interface (`ENXIO`) is an error.
+//! * A super-frame, or a frame longer than a slot, is sent at once with one non-blocking `sendmsg`
+//!   (header and frame gathered) on a second socket, after a flush of the ring so that frames
+//!   leave in the order they were given. That socket does not bypass the queueing layer: when the
+//!   egress device cannot take the super-frame (TSO off, or not for that kind), the kernel's
+//!   `validate_xmit_skb` cuts it in software on the way, as for its own traffic, where the bypass
+//!   (`__dev_direct_xmit`) drops it (`ENOBUFS`, nothing sent: tried on Linux 6.18). Why not ring
+//!   slots of 64 KiB instead: the ring has one slot size, so 60-byte acknowledgements would take
+//!   64 KiB each (1024 slots: 64 MiB per port and worker; 64 slots: a queue too short for the small
+//!   frames); and `tpacket_snd` does not copy a slot's payload, it lends the ring's pages to the
+//!   packet, which a veth then copies anyway (`skb_orphan_frags`) before the peer's stack sees it,
+//!   so on a veth a ring costs two copies of a super-frame where `sendmsg` costs one. A full send
+//!   buffer or a down interface drops the frame (`tx_dropped`), a frame the kernel refuses is a
+//!   `tx_errors`.
 //!
-//! **Limits.** With GRO (or LRO) on, the kernel hands up merged super-frames; a frame longer than
-//! a block (less its header) is truncated (flagged, counted). Turn GRO off on interfaces a bridge or
-//! router forwards between. Frames the host generated may have `CSUM_NOT_READY` (checksum offload):
-//! a forwarding path must complete the checksum. A transmitted frame must fit a TX slot
-//! ([`AfPacketConfig::tx_frame_size`] less 32 bytes of header) and be at least an Ethernet header.
+//! Both sockets are bound with protocol 0 and so receive nothing.
+//!
+//! **Limits.** Frames the host generated may have a partial checksum (`CSUM_NOT_READY`): a
+//! forwarding path completes it or sends the frame on with `NEEDS_CSUM`. A transmitted frame must
+//! be at least an Ethernet header; one that is not a super-frame must fit the interface's MTU (the
+//! kernel refuses it otherwise). The frames of a
+//! flow may leave in another order than given if the interface has a real queueing discipline
+//! (not a veth's `noqueue`): plain frames bypass it, super-frames and long frames pass through it.
 
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
-use super::port::{Frame, Link, Port, PortError, PortStats, RxFlags, Tx, Vlan, MAX_BATCH};
+use super::port::{
+    Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, Vlan, MAX_BATCH, VNET_HDR_LEN,
+};
 use super::sys::{self, Mmap};
 
 /// `ETH_P_ALL`: every protocol.
@@ -49,6 +83,14 @@ const ETH_P_ALL: u16 = 0x0003;
 /// `TPACKET_V2` and `TPACKET_V3`, the values of `PACKET_VERSION`.
 const TPACKET_V2: libc::c_int = 1;
 const TPACKET_V3: libc::c_int = 2;
+/// `PACKET_VNET_HDR` (`linux/if_packet.h`): a `struct virtio_net_hdr` before every frame.
+const PACKET_VNET_HDR: libc::c_int = 15;
+/// The longest frame the second transmit socket sends: a 64 KiB IP datagram, its Ethernet header
+/// and a VLAN tag.
+const MAX_FRAME: usize = 65_535 + 14 + 4;
+/// The second transmit socket's send buffer: a few super-frames in flight (they leave the buffer
+/// as the receiving side takes them, on a veth at once).
+const BULK_SNDBUF: libc::c_int = 4 << 20;
 
 /// Byte offsets in the rings, named once.
 mod field {
@@ -84,7 +126,9 @@ pub struct AfPacketConfig {
     /// How long a partly filled block waits before the kernel hands it over, in milliseconds (≥ 1):
     /// the latency bound at low rates.
     pub block_timeout_ms: u32,
-    /// Size of one transmit slot: a power of two from 128 to 65536. Frames up to this less 32 bytes.
+    /// Size of one transmit slot: a power of two from 128 to 65536. Plain frames up to this less 42
+    /// bytes (slot header, vnet header) go through the ring; longer ones, and super-frames, are
+    /// sent one by one (see the module doc).
     pub tx_frame_size: u32,
     /// Transmit slots (rounded up to fill whole pages).
     pub tx_frames: u32,
@@ -95,8 +139,9 @@ pub struct AfPacketConfig {
 }
 
 impl Default for AfPacketConfig {
-    /// 64 blocks of 256 KiB (16 MiB), 1 ms block timeout (the least: each frame of a quiet
-    /// flow waits for it); 1024 transmit slots of 2 KiB.
+    /// 64 blocks of 256 KiB (16 MiB; a block holds three 64 KiB super-frames, or some 130
+    /// full-size frames), 1 ms block timeout (the least: each frame of a quiet flow waits for it);
+    /// 1024 transmit slots of 2 KiB (2 MiB: plain frames only, super-frames do not use the ring).
     fn default() -> Self {
         AfPacketConfig {
             block_size: 1 << 18,
@@ -140,6 +185,8 @@ struct RxRing {
 
 struct TxRing {
     fd: OwnedFd,
+    /// The socket for super-frames and frames longer than a slot, sent one by one.
+    bulk: OwnedFd,
     map: Mmap,
     slot_size: usize,
     slots: usize,
@@ -193,6 +240,8 @@ impl RxRing {
         let fd = step("creating the receive socket", sys::packet_socket(0))?;
         let raw = fd.as_raw_fd();
         step("setting TPACKET_V3", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3))?;
+        let one: libc::c_int = 1;
+        step("setting PACKET_VNET_HDR", sys::setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one))?;
         let req = libc::tpacket_req3 {
             tp_block_size: cfg.block_size,
             tp_block_nr: cfg.block_count,
@@ -206,13 +255,13 @@ impl RxRing {
         let len = cfg.block_size as usize * cfg.block_count as usize;
         let map = step("mapping the receive ring", Mmap::map(raw, len))?;
         step("binding the receive socket", sys::bind_packet(raw, ifindex, ETH_P_ALL))?;
-        let one: libc::c_int = 1;
         step(
             "setting PACKET_IGNORE_OUTGOING",
             sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one),
         )?;
         if let Some(f) = cfg.fanout {
-            let mut mode = libc::PACKET_FANOUT_HASH;
+            // The group's hook, not the socket's, decides whether sent frames are seen.
+            let mut mode = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
             if f.defrag {
                 mode |= libc::PACKET_FANOUT_FLAG_DEFRAG;
             }
@@ -249,6 +298,7 @@ impl TxRing {
         let raw = fd.as_raw_fd();
         let one: libc::c_int = 1;
         step("setting TPACKET_V2", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2))?;
+        step("setting PACKET_VNET_HDR", sys::setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one))?;
         step("setting PACKET_LOSS", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &one))?;
         step("setting PACKET_QDISC_BYPASS", sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one))?;
         let slot = cfg.tx_frame_size as usize;
@@ -270,8 +320,16 @@ impl TxRing {
             let _ = sys::setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &want);
         }
         step("binding the transmit socket", sys::bind_packet(raw, ifindex, 0))?;
+        let bulk = step("creating the second transmit socket", sys::packet_socket(0))?;
+        let braw = bulk.as_raw_fd();
+        step("setting PACKET_VNET_HDR", sys::setsockopt(braw, libc::SOL_PACKET, PACKET_VNET_HDR, &one))?;
+        if sys::setsockopt(braw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &BULK_SNDBUF).is_err() {
+            let _ = sys::setsockopt(braw, libc::SOL_SOCKET, libc::SO_SNDBUF, &BULK_SNDBUF);
+        }
+        step("binding the second transmit socket", sys::bind_packet(braw, ifindex, 0))?;
         Ok(TxRing {
             fd,
+            bulk,
             map,
             slot_size: slot,
             slots: blocks * per_block,
@@ -288,12 +346,50 @@ impl TxRing {
     }
 }
 
-impl Tx for TxRing {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        let mut queued = 0;
-        for (i, f) in frames.iter().enumerate() {
-            if f.len() < 14 || f.len() > self.slot_size - field::TX_DATA {
+impl TxRing {
+    /// Sends `f` with its vnet header on the second socket, after what the ring holds (whether the
+    /// kernel took it).
+    fn send_one(&mut self, f: &TxFrame<'_>) -> io::Result<bool> {
+        self.flush()?;
+        let hdr = f.offload.encode();
+        match sys::send_parts(self.bulk.as_raw_fd(), &[&hdr, f.data]) {
+            Ok(_) => {
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += f.data.len() as u64;
+                self.stats.tx_gso += u64::from(f.offload.gso.is_some());
+                Ok(true)
+            }
+            // The send buffer is full, or the interface is down: dropped, as by a full ring.
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENETDOWN | libc::EINTR)) =>
+            {
+                self.stats.tx_dropped += 1;
+                Ok(false)
+            }
+            // The interface is gone: the port fails.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Err(e),
+            // Refused (too long for the MTU without GSO, a header the kernel rejects).
+            Err(_) => {
                 self.stats.tx_errors += 1;
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Tx for TxRing {
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
+        let mut queued = 0;
+        let room = self.slot_size - field::TX_DATA - VNET_HDR_LEN;
+        for (i, f) in frames.iter().enumerate() {
+            let len = f.data.len();
+            if !(14..=MAX_FRAME).contains(&len) {
+                self.stats.tx_errors += 1;
+                continue;
+            }
+            if f.offload.gso.is_some() || len > room {
+                queued += usize::from(self.send_one(f)?);
                 continue;
             }
             if !self.slot_free() {
@@ -304,14 +400,15 @@ impl Tx for TxRing {
                 }
             }
             let base = self.cur * self.slot_size;
-            self.map.write(base + field::TX_DATA, f);
-            self.map.write_u32(base + field::TX_LEN, f.len() as u32);
+            self.map.write(base + field::TX_DATA, &f.offload.encode());
+            self.map.write(base + field::TX_DATA + VNET_HDR_LEN, f.data);
+            self.map.write_u32(base + field::TX_LEN, (VNET_HDR_LEN + len) as u32);
             // Release: the frame and its length are in place before the kernel may see the request.
             self.map.status(base + field::TX_STATUS).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
             self.cur = (self.cur + 1) % self.slots;
             self.pending = true;
             self.stats.tx_packets += 1;
-            self.stats.tx_bytes += f.len() as u64;
+            self.stats.tx_bytes += len as u64;
             queued += 1;
         }
         Ok(queued)
@@ -363,7 +460,7 @@ impl Tx for TxRing {
 }
 
 impl Tx for AfPacket {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         self.tx.tx(frames)
     }
 
@@ -435,12 +532,31 @@ impl Port for AfPacket {
                     tci: h.hv1.tp_vlan_tci as u16,
                     tpid: if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 },
                 });
+                // The vnet header, just before the MAC header (none on a frame the kernel clamped
+                // to nothing, whose `tp_mac` then leaves no room for it).
+                let offload = if snap > 0 && mac >= size_of::<libc::tpacket3_hdr>() + VNET_HDR_LEN {
+                    Offload::decode(&map.read::<[u8; VNET_HDR_LEN]>(base + off + mac - VNET_HDR_LEN))
+                        .unwrap_or(Offload::NONE)
+                } else {
+                    Offload::NONE
+                };
+                if offload.gso.is_some() {
+                    flags = flags.with(RxFlags::GSO);
+                    rx.stats.rx_gso += 1;
+                }
+                if offload.csum.is_some() {
+                    flags = flags.with(RxFlags::CSUM_NOT_READY);
+                }
+                if offload.data_valid {
+                    flags = flags.with(RxFlags::CSUM_VALID);
+                }
                 frames[n] = Frame {
                     data: map.bytes(base + off + mac, snap),
                     wire_len: h.tp_len,
                     flags,
                     vlan,
                     timestamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
+                    offload,
                 };
                 rx.stats.rx_packets += 1;
                 rx.stats.rx_bytes += snap as u64;
@@ -484,6 +600,7 @@ impl Port for AfPacket {
         PortStats {
             tx_packets: t.tx_packets,
             tx_bytes: t.tx_bytes,
+            tx_gso: t.tx_gso,
             tx_dropped: t.tx_dropped,
             tx_errors: t.tx_errors,
             ..self.rx.stats
@@ -499,8 +616,10 @@ mod tests {
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};
     use proto::build::{ethernet, PacketBuilder};
+    use proto::packet::tcp_flags;
 
     use super::super::port::testutil::{deadline, expired, in_netns, ip, nap};
+    use super::super::port::{Gso, GsoKind, PartialCsum};
     use super::*;
 
     const ETHERTYPE_TEST: u16 = 0x88b5; // IEEE local experimental
@@ -573,7 +692,7 @@ mod tests {
                 if sent < frames.len() {
                     let chunk: Vec<&[u8]> =
                         frames[sent..(sent + 16).min(frames.len())].iter().map(|f| &f[..]).collect();
-                    sent += tx.tx(&chunk).unwrap();
+                    sent += tx.tx_plain(&chunk).unwrap();
                     tx.flush().unwrap();
                 }
                 // Odd batch sizes, so batches end in the middle of blocks.
@@ -589,7 +708,7 @@ mod tests {
             assert!(rs.rx_packets >= u64::from(N));
             assert_eq!((rs.rx_dropped, rs.rx_truncated), (0, 0));
             // Unsendable frames are counted, not sent.
-            assert_eq!(tx.tx(&[&[0u8; 10], &vec![0u8; 4000]]).unwrap(), 0);
+            assert_eq!(tx.tx_plain(&[&[0u8; 10], &vec![0u8; 4000]]).unwrap(), 0);
             assert_eq!(tx.stats().tx_errors, 2);
             drop(rx);
             assert!(ip(&["-d", "link", "show", "vb"]).contains("promiscuity 0"));
@@ -609,7 +728,7 @@ mod tests {
             let afd = a.raw_fd().unwrap();
             poll.registry().register(&mut SourceFd(&afd), Token(0), Interest::READABLE).unwrap();
             let mut events = Events::with_capacity(8);
-            assert_eq!(a.tx(&[&frame(7)]).unwrap(), 1);
+            assert_eq!(a.tx_plain(&[&frame(7)]).unwrap(), 1);
             a.flush().unwrap();
             // b becomes readable when the block holding the frame is retired (1 ms timeout), and
             // sends the frame back out of the port it came in on, from inside the callback.
@@ -626,7 +745,7 @@ mod tests {
                                     got.push(f.data.to_vec());
                                     let mut back = f.data.to_vec();
                                     back[14..18].copy_from_slice(&8u32.to_be_bytes());
-                                    assert_eq!(hairpin.tx(&[&back]).unwrap(), 1);
+                                    assert_eq!(hairpin.tx_plain(&[&back]).unwrap(), 1);
                                 }
                                 hairpin.flush().unwrap();
                             })
@@ -665,7 +784,7 @@ mod tests {
             // A frame tagged with VLAN 42 from va's port: the kernel strips the tag on receipt.
             let mut tagged = frame(3);
             tagged.splice(12..12, [0x81, 0x00, 0x00, 42]);
-            assert_eq!(pa.tx(&[&tagged]).unwrap(), 1);
+            assert_eq!(pa.tx_plain(&[&tagged]).unwrap(), 1);
             pa.flush().unwrap();
             let is_udp =
                 |d: &[u8]| d.len() > 42 && d[12..14] == [8, 0] && d[23] == 17 && d[36..38] == 4444u16.to_be_bytes();
@@ -710,7 +829,7 @@ mod tests {
             ip(&["link", "set", "va", "down"]);
             let frames: Vec<Vec<u8>> = (0..3).map(frame).collect();
             let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-            assert_eq!(tx.tx(&refs).unwrap(), 3);
+            assert_eq!(tx.tx_plain(&refs).unwrap(), 3);
             tx.flush().unwrap();
             assert_eq!(tx.stats().tx_dropped, 3);
             ip(&["link", "set", "va", "up"]);
@@ -721,7 +840,7 @@ mod tests {
             while got.len() < 100 && !expired(end) {
                 if sent < 100 {
                     let f = frame(sent as u32);
-                    sent += tx.tx(&[&f]).unwrap();
+                    sent += tx.tx_plain(&[&f]).unwrap();
                     tx.flush().unwrap();
                 }
                 if drain(&mut rx, 64, &mut got) == 0 {
@@ -747,7 +866,7 @@ mod tests {
             let end = deadline(10);
             while sent < frames.len() && !expired(end) {
                 let chunk: Vec<&[u8]> = frames[sent..].iter().take(16).map(|f| &f[..]).collect();
-                sent += tx.tx(&chunk).unwrap();
+                sent += tx.tx_plain(&chunk).unwrap();
                 tx.flush().unwrap();
                 nap();
             }
@@ -792,7 +911,7 @@ mod tests {
                 if sent < frames.len() {
                     let chunk: Vec<&[u8]> =
                         frames[sent..(sent + 16).min(frames.len())].iter().map(|f| &f[..]).collect();
-                    sent += tx.tx(&chunk).unwrap();
+                    sent += tx.tx_plain(&chunk).unwrap();
                     tx.flush().unwrap();
                 }
                 let mut progress = 0;
@@ -824,6 +943,141 @@ mod tests {
             assert!(seen[1].keys().all(|k| !k0.contains(k)));
             assert!(seen.iter().flat_map(|m| m.values()).all(|&c| c == 4));
         });
+    }
+
+    /// The MAC address of interface `dev` (of the test's namespace: `/sys` shows the process's).
+    fn mac_of(dev: &str) -> [u8; 6] {
+        let link = ip(&["-o", "link", "show", dev]);
+        let at = link.find("link/ether ").expect("an Ethernet interface") + 11;
+        let mut mac = [0u8; 6];
+        for (m, x) in mac.iter_mut().zip(link[at..at + 17].split(':')) {
+            *m = u8::from_str_radix(x, 16).unwrap();
+        }
+        mac
+    }
+
+    fn ethtool(args: &[&str]) {
+        let out = std::process::Command::new("ethtool").args(args).output().expect("running ethtool");
+        assert!(out.status.success(), "ethtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A TCP super-segment of `payload` from 10.3.0.1 to 10.3.0.2 as a sending stack with TSO
+    /// leaves it: lengths of the whole, the checksum field holding the pseudo-header's sum only.
+    fn super_frame(dst: [u8; 6], payload: &[u8]) -> (Vec<u8>, Offload) {
+        let b = PacketBuilder::v4(Ipv4Addr::new(10, 3, 0, 1), Ipv4Addr::new(10, 3, 0, 2));
+        let d = b.tcp(40000, 5001, 77, 1, tcp_flags::ACK | tcp_flags::PSH, 1024, &[], payload);
+        let mut f = ethernet(dst, [2, 0, 0, 0, 0, 1], &d);
+        // Full checksum C = ~(P + S); the partial field is P = ~C + ~S, ~S the checksum of the
+        // segment with its field zeroed.
+        let c = u16::from_be_bytes([f[50], f[51]]);
+        f[50..52].fill(0);
+        let not_s = proto::checksum::internet(&f[34..]);
+        let sum = u32::from(!c) + u32::from(not_s);
+        let p = ((sum & 0xffff) + (sum >> 16)) as u16;
+        f[50..52].copy_from_slice(&p.to_be_bytes());
+        let gso = Gso { kind: GsoKind::Tcp4, ecn: false, size: 1448, hdr_len: 54 };
+        (f, Offload { gso: Some(gso), csum: Some(PartialCsum { start: 34, offset: 16 }), data_valid: false })
+    }
+
+    /// Every frame `port` receives within a second of quiet, with its flags and vnet header.
+    fn collect(port: &mut AfPacket, want: usize) -> Vec<(Vec<u8>, RxFlags, Offload)> {
+        let mut got = Vec::new();
+        let end = deadline(10);
+        while got.len() < want && !expired(end) {
+            let n = port
+                .rx_batch(MAX_BATCH, &mut |fs, _| {
+                    got.extend(fs.iter().filter(|f| f.data.get(12..14) == Some(&[8, 0])).map(|f| {
+                        assert_eq!(f.data.len() as u32, f.wire_len);
+                        (f.data.to_vec(), f.flags, f.offload)
+                    }));
+                })
+                .unwrap();
+            if n == 0 {
+                nap();
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn super_frames_go_out_whole_with_their_vnet_header_and_are_cut_where_the_egress_cannot_take_them() {
+        in_netns(|| {
+            veth();
+            ethtool(&["-K", "va", "tx", "on", "tso", "on", "gso", "on"]);
+            ethtool(&["-K", "vb", "gro", "off"]);
+            let mut a = AfPacket::open("va", &small_rings()).unwrap();
+            let big = AfPacketConfig { block_size: 1 << 18, ..small_rings() };
+            let mut b = AfPacket::open("vb", &big).unwrap();
+            let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 13 + i / 256) as u8).collect();
+            let (f, offload) = super_frame(mac_of("vb"), &payload);
+
+            // TSO on the egress: the super-frame crosses the veth whole, and the receiving port
+            // reads it whole with its description (the kernel's, for the same packet).
+            assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+            a.flush().unwrap();
+            let got = collect(&mut b, 1);
+            assert_eq!(got.len(), 1, "one super-frame: {:?}", got.iter().map(|g| g.0.len()).collect::<Vec<_>>());
+            let (data, flags, off) = &got[0];
+            assert_eq!(data, &f, "the bytes as sent, checksum still partial");
+            assert!(flags.contains(RxFlags::GSO) && flags.contains(RxFlags::CSUM_NOT_READY), "{flags:?}");
+            let g = off.gso.expect("a GSO description");
+            assert_eq!((g.kind, g.size, g.ecn), (GsoKind::Tcp4, 1448, false));
+            assert_eq!(off.csum, Some(PartialCsum { start: 34, offset: 16 }));
+            assert_eq!((a.stats().tx_gso, b.stats().rx_gso), (1, 1));
+
+            // TSO off: the kernel cuts it on the way out (the ring's qdisc bypass would drop it).
+            ethtool(&["-K", "va", "tso", "off", "gso", "off"]);
+            assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+            a.flush().unwrap();
+            let got = collect(&mut b, 14);
+            assert_eq!(got.len(), 14, "20000 bytes in 1448-byte segments");
+            let mut joined = Vec::new();
+            for (i, (d, flags, off)) in got.iter().enumerate() {
+                assert!(d.len() <= 1514 && off.gso.is_none() && !flags.contains(RxFlags::GSO));
+                let seq = u32::from_be_bytes([d[38], d[39], d[40], d[41]]);
+                assert_eq!(seq, 77 + i as u32 * 1448);
+                joined.extend_from_slice(&d[54..]);
+            }
+            assert_eq!(joined, payload);
+
+            // A plain frame longer than a ring slot goes the same way; one longer than the MTU
+            // without GSO is refused by the kernel.
+            let mut long = frame(1);
+            long.resize(1514, 0x5a);
+            let mut small = AfPacketConfig { tx_frame_size: 1024, ..small_rings() };
+            small.tx_frames = 8;
+            let mut c = AfPacket::open("va", &small).unwrap();
+            assert_eq!(c.tx_plain(&[&long]).unwrap(), 1);
+            let mut jumbo = long.clone();
+            jumbo.resize(3000, 0);
+            assert_eq!(c.tx_plain(&[&jumbo]).unwrap(), 0);
+            assert_eq!((c.stats().tx_packets, c.stats().tx_errors), (1, 1));
+        });
+    }
+
+    #[test]
+    fn vnet_headers_round_trip() {
+        let (_, off) = super_frame([2; 6], &[0; 100]);
+        let h = off.encode();
+        assert_eq!(h[0], 1, "NEEDS_CSUM");
+        assert_eq!(h[1], 1, "GSO_TCPV4");
+        assert_eq!(Offload::decode(&h), Some(off));
+        assert_eq!(Offload::NONE.encode(), [0; VNET_HDR_LEN]);
+        assert_eq!(Offload::decode(&[0; VNET_HDR_LEN]), Some(Offload::NONE));
+        let v6 = Offload {
+            gso: Some(Gso { kind: GsoKind::Tcp6, ecn: true, size: 1428, hdr_len: 86 }),
+            csum: Some(PartialCsum { start: 54, offset: 16 }),
+            data_valid: false,
+        };
+        assert_eq!(v6.encode()[1], 0x84, "GSO_TCPV6 | GSO_ECN");
+        assert_eq!(Offload::decode(&v6.encode()), Some(v6));
+        assert_eq!(v6.shifted(4).csum, Some(PartialCsum { start: 58, offset: 16 }));
+        let valid = Offload { data_valid: true, ..Offload::NONE };
+        assert_eq!(Offload::decode(&valid.encode()), Some(valid));
+        // Legacy UFO (3): not a kind this knows.
+        let mut ufo = [0; VNET_HDR_LEN];
+        ufo[1] = 3;
+        assert_eq!(Offload::decode(&ufo), None);
     }
 
     #[test]

@@ -18,8 +18,7 @@
 //! (flows spread over workers by the kernel's symmetric flow hash; IPv4 fragments reassembled
 //! first so they follow their flow). Each worker runs its own mio loop; the MAC table
 //! ([`crate::bridge::MacTable`]), the conntrack table and the rule set are shared. The
-//! interfaces should have GRO/LRO off, and their peers TSO/GSO off (ferrowall has no vnet
-//! headers: a frame is at most one MTU).
+//! interfaces should have GRO/LRO off; their peers may have TSO/GSO on (see *GSO* below).
 //!
 //! **Forwarding**, per frame, as Linux's bridge does it:
 //! 1. A frame with a group or all-zero source MAC is dropped; one shorter than an Ethernet header
@@ -54,6 +53,13 @@
 //! `held`, neither forwarded nor dropped. The `input` and `output` chains never run: nothing is
 //! addressed to the bridge.
 //!
+//! **GSO.** A super-frame from a peer with TSO/GSO on (its port's vnet header describes it, see
+//! `crate::gso`) is filtered and tracked once as one packet, its partial checksum left as it is
+//! (counted as verified, as for `CSUM_NOT_READY`), and forwarded — or flooded — whole, with its
+//! vnet header, for the egress to cut: straight from the receive ring, like any unchanged frame. If
+//! its pieces exceed the egress port's MTU it is dropped (`too_big`), as a reassembled datagram
+//! with DF is; one whose vnet header does not describe its packet is dropped (`gso_malformed`).
+//!
 //! **Unfiltered.** ARP, and every other non-IP ethertype, pass without rules or tracking, as they
 //! do with `br_netfilter` (no `arptables`/`ebtables` here). VLAN-tagged frames also pass
 //! unfiltered (Linux's default `bridge-nf-filter-vlan-tagged=0`); a tag the kernel took off is
@@ -78,7 +84,7 @@
 //! VLAN-aware filtering; no per-port isolation, hairpin or static MAC entries; the MAC table is
 //! bounded (16384 entries; when full, new MACs are flooded to until ageing makes room) and its
 //! ageing time fixed at 300 s, and `ferroctl` does not show it; MTU changes of the interfaces need
-//! a restart; frames are at most one MTU (no GRO/GSO super-frames, no vnet headers).
+//! a restart; a super-frame whose pieces do not fit the egress MTU is not cut in software.
 
 use std::io;
 use std::sync::atomic::AtomicBool;
@@ -89,8 +95,8 @@ use proto::packet::{ethertype, ipproto, parse_ip, Family, Packet};
 
 use super::afpacket::AfPacket;
 use super::config::Config;
-use super::datapath::{complete_checksum, link_info, DropReason, Shared};
-use super::port::{Frame, Port, RxFlags};
+use super::datapath::{complete_checksum, completed, gso_of, gso_offload, link_info, DropReason, Shared};
+use super::port::{Frame, Offload, Port, RxFlags, TxFrame};
 use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use super::RunError;
 use crate::bridge::{is_valid_source, Egress, FdbConfig, Mac, MacTable};
@@ -98,6 +104,7 @@ use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
 use crate::defrag::{Defrag, DefragConfig, Reassembly};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
+use crate::gso::Gso;
 use crate::route::icmp;
 
 /// Ethernet header length (untagged).
@@ -190,7 +197,8 @@ impl Bridging {
             let mut cx = Cx { shared, macs, links, rules: &rules, stats, scratch, defrag, now: shared.now() };
             for f in frames {
                 batch.rx += 1;
-                let mut out = |to: usize, frame: &[u8]| worker::send(before, this, after, at, to, frame);
+                batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
+                let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
                 cx.handle(at, f, &mut out, &mut batch);
             }
         })?;
@@ -214,7 +222,7 @@ struct Cx<'a> {
 impl Cx<'_> {
     /// One received frame, through the bridge: counted in `batch` as forwarded, local, held or
     /// dropped under its reason. `out` sends a frame on a port and says whether the port took it.
-    fn handle(&mut self, at: usize, f: &Frame<'_>, out: &mut dyn FnMut(usize, &[u8]) -> bool, batch: &mut Batch) {
+    fn handle(&mut self, at: usize, f: &Frame<'_>, out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool, batch: &mut Batch) {
         let data = f.data;
         let (Some(dst), Some(src)) = (mac(data, 0), mac(data, 6)) else {
             return batch.drop(DropReason::L2Truncated);
@@ -228,19 +236,20 @@ impl Cx<'_> {
             // Not filtered: ARP, other ethertypes, VLAN-tagged frames.
             self.macs.learn(self.now, src, port);
             let egress = self.macs.egress(self.now, port, &dst);
-            let frame = match f.vlan {
+            let (frame, offload) = match f.vlan {
                 Some(v) => {
-                    // Put back the tag the kernel took off.
+                    // Put back the tag the kernel took off (the vnet header's offsets move with it).
                     self.scratch.clear();
                     self.scratch.extend_from_slice(&data[..12]);
                     self.scratch.extend_from_slice(&v.tpid.to_be_bytes());
                     self.scratch.extend_from_slice(&v.tci.to_be_bytes());
                     self.scratch.extend_from_slice(&data[12..]);
-                    &self.scratch[..]
+                    (&self.scratch[..], f.offload.shifted(4))
                 }
-                None => data,
+                None => (data, f.offload),
             };
-            self.deliver(at, egress, frame, None, out, batch);
+            let offload = Offload { data_valid: false, ..offload };
+            self.deliver(at, egress, TxFrame { data: frame, offload }, None, out, batch);
             return;
         }
         let mut p = match parse_ip(data, ETH) {
@@ -270,9 +279,13 @@ impl Cx<'_> {
                 }
             }
         }
+        let gso = match gso_of(&f.offload, &p) {
+            Ok(g) => g,
+            Err(why) => return batch.drop(why),
+        };
         let frame: &[u8] = if reassembled.is_some() {
             &self.scratch[..]
-        } else if f.flags.contains(RxFlags::CSUM_NOT_READY) {
+        } else if f.flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
             self.scratch.clear();
             self.scratch.extend_from_slice(data);
             complete_checksum(self.scratch, &p);
@@ -280,8 +293,10 @@ impl Cx<'_> {
         } else {
             data
         };
-        // As in router mode: a checksum the kernel verified, or one just completed, is not
-        // verified again (a reassembled datagram's is).
+        // A super-frame goes on whole, its checksum partial, described again from its packet.
+        let offload = gso.map_or(Offload::NONE, |g| gso_offload(&g, &p, 0));
+        // As in router mode: a checksum the kernel verified, or one just completed (or left to the
+        // egress, a super-frame's), is not verified again (a reassembled datagram's is).
         p.l4_checksum_verified = reassembled.is_none()
             && (f.flags.contains(RxFlags::CSUM_VALID) || f.flags.contains(RxFlags::CSUM_NOT_READY));
         let iif = self.links.names[at].as_str();
@@ -298,32 +313,41 @@ impl Cx<'_> {
             Egress::Flood => "",
             Egress::Filtered | Egress::LinkLocal => {
                 // Nowhere to go: not forwarded, so never confirmed.
-                self.deliver(at, egress, frame, None, out, batch);
+                self.deliver(at, egress, TxFrame { data: frame, offload }, None, out, batch);
                 return;
             }
         };
         let d = self.rules.eval(Hook::Forward, &Meta { iif, oif }, &p, t.state);
         let reject = |kind, _: &mut Stats, _: &mut Batch| {
+            // A super-frame's checksum is partial: completed in a copy for the reject's checks.
+            let fixed;
+            let frame = if gso.is_some() {
+                fixed = [&frame[..p.l3_offset], &completed(&frame[p.l3_offset..p.end], &p)].concat();
+                &fixed[..]
+            } else {
+                frame
+            };
             if let Some(answer) = reject_frame(frame, &p, kind) {
-                out(at, &answer);
+                out(at, TxFrame::plain(&answer));
             }
         };
         if !forward_verdict(self.shared, self.now, &d, &mut t, self.stats, batch, reject) {
             return;
         }
-        self.deliver(at, egress, frame, Some((&p, reassembled)), out, batch);
+        self.deliver(at, egress, TxFrame { data: frame, offload }, Some((&p, gso, reassembled)), out, batch);
     }
 
     /// Sends `frame` (from port `at`) where `egress` says; `ip` is its parsed IP packet when it is
-    /// an untagged IP frame, with the identification of the fragments it was reassembled from,
-    /// if it was (so that an oversized one can be fragmented).
+    /// an untagged IP frame, with its GSO description if it is a super-frame and the
+    /// identification of the fragments it was reassembled from if it was (so that an oversized one
+    /// can be fragmented).
     fn deliver(
         &self,
         at: usize,
         egress: Egress,
-        frame: &[u8],
-        ip: Option<(&Packet, Option<u32>)>,
-        out: &mut dyn FnMut(usize, &[u8]) -> bool,
+        frame: TxFrame<'_>,
+        ip: Option<IpFrame<'_>>,
+        out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
         batch: &mut Batch,
     ) {
         let n = self.links.names.len();
@@ -359,13 +383,18 @@ impl Cx<'_> {
     fn transmit(
         &self,
         to: usize,
-        frame: &[u8],
-        ip: Option<(&Packet, Option<u32>)>,
-        out: &mut dyn FnMut(usize, &[u8]) -> bool,
+        tx: TxFrame<'_>,
+        ip: Option<IpFrame<'_>>,
+        out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
     ) -> Result<(), DropReason> {
         let mtu = self.links.mtus[to];
+        let frame = tx.data;
         match ip {
-            Some((p, frag_id)) if p.end - p.l3_offset > mtu => {
+            // A super-frame whose pieces fit goes whole; one whose pieces do not is not cut here.
+            Some((p, Some(g), _)) if g.segment_ip_len(p) > mtu => Err(DropReason::TooBig),
+            Some((_, Some(_), _)) if out(to, tx) => Ok(()),
+            Some((_, Some(_), _)) => Err(DropReason::TxFailed),
+            Some((p, None, frag_id)) if p.end - p.l3_offset > mtu => {
                 let datagram = &frame[p.l3_offset..p.end];
                 let pieces = match (p.family, frag_id) {
                     (Family::V4, _) => proto::build::fragment_to_mtu(datagram, mtu),
@@ -379,7 +408,7 @@ impl Cx<'_> {
                     f.clear();
                     f.extend_from_slice(&frame[..ETH]);
                     f.extend_from_slice(&piece);
-                    sent &= out(to, &f);
+                    sent &= out(to, TxFrame::plain(&f));
                 }
                 if sent {
                     Ok(())
@@ -387,11 +416,15 @@ impl Cx<'_> {
                     Err(DropReason::TxFailed)
                 }
             }
-            _ if out(to, frame) => Ok(()),
+            _ if out(to, tx) => Ok(()),
             _ => Err(DropReason::TxFailed),
         }
     }
 }
+
+/// An untagged IP frame on its way out: its packet, its GSO description if it is a super-frame,
+/// and the identification of the fragments it was reassembled from if it was.
+type IpFrame<'p> = (&'p Packet, Option<Gso>, Option<u32>);
 
 /// Splits an IPv6 datagram reassembled from fragments with identification `id` into fragments
 /// for a link of `mtu` bytes, with that identification again (Linux's bridge refragments, too).
@@ -488,6 +521,21 @@ mod tests {
 
         /// Handles `frame` arriving on port `at`; what was sent, by port.
         fn rx_with(&mut self, at: usize, frame: &[u8], flags: RxFlags, vlan: Option<Vlan>) -> Vec<(usize, Vec<u8>)> {
+            let sent = self.rx_offload(at, frame, flags, vlan, Offload::NONE);
+            assert!(sent.iter().all(|(_, _, o)| *o == Offload::NONE));
+            sent.into_iter().map(|(p, f, _)| (p, f)).collect()
+        }
+
+        /// Handles `frame` arriving on port `at` with vnet header `offload`; what was sent, by
+        /// port, with its vnet header.
+        fn rx_offload(
+            &mut self,
+            at: usize,
+            frame: &[u8],
+            flags: RxFlags,
+            vlan: Option<Vlan>,
+            offload: Offload,
+        ) -> Vec<(usize, Vec<u8>, Offload)> {
             let rules = self.shared.rules.load();
             let mut cx = Cx {
                 shared: &self.shared,
@@ -500,9 +548,9 @@ mod tests {
                 now: Timestamp::from_secs(1),
             };
             let mut sent = Vec::new();
-            let f = Frame { data: frame, wire_len: frame.len() as u32, flags, vlan, timestamp_ns: 0 };
-            let mut out = |to, bytes: &[u8]| {
-                sent.push((to, bytes.to_vec()));
+            let f = Frame { data: frame, wire_len: frame.len() as u32, flags, vlan, timestamp_ns: 0, offload };
+            let mut out = |to, tx: TxFrame<'_>| {
+                sent.push((to, tx.data.to_vec(), tx.offload));
                 true
             };
             let outcomes = |b: &Batch| b.forwarded + b.local + b.held + b.dropped;
@@ -732,5 +780,37 @@ mod tests {
         }
         assert_eq!((b.batch.forwarded, b.batch.dropped), (2, 1), "the ARP and the datagram; the DF one");
         assert_eq!(b.batch.drops_of(DropReason::TooBig), 1);
+    }
+
+    #[test]
+    fn a_super_frame_is_tracked_once_and_forwarded_whole_with_its_vnet_header() {
+        use super::super::port::PartialCsum;
+        use crate::gso::{Gso, GsoKind};
+        let mut b = Bridge::new("chain forward { policy drop; ct state invalid drop; ip saddr 198.18.2.2 accept; }");
+        b.ports(1, &arp(BCAST, B));
+        let mut d = a_to_b().tcp(40000, 80, 1, 1, tcp_flags::ACK, 512, &[], &[3u8; 20_000]);
+        d[36..38].copy_from_slice(&[0xab, 0xcd]); // partial: not the final checksum
+        let f = ethernet(B, A, &d);
+        let gso = Gso { kind: GsoKind::Tcp4, ecn: false, size: 1448, hdr_len: 128 };
+        let rx = Offload { gso: Some(gso), csum: Some(PartialCsum { start: 34, offset: 16 }), data_valid: false };
+        let flags = RxFlags::GSO.with(RxFlags::CSUM_NOT_READY);
+        let sent = b.rx_offload(0, &f, flags, None, rx);
+        // Whole, unchanged, described again from the packet (headers: 14 + 20 + 20).
+        let want = Offload { gso: Some(Gso { hdr_len: 54, ..gso }), ..rx };
+        assert_eq!(sent, [(1, f.clone(), want)]);
+        assert_eq!((b.shared.ct.len(), b.batch.forwarded), (1, 2), "one connection; the ARP and one packet");
+        // A tagged one passes unfiltered, its offsets moved by the tag put back.
+        let vlan = Vlan { tci: 7, tpid: 0x8100 };
+        let sent = b.rx_offload(0, &f, flags, Some(vlan), rx);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].2.csum, Some(PartialCsum { start: 38, offset: 16 }));
+        // Pieces over the egress MTU: not cut here, dropped.
+        b.links.mtus[1] = 1000;
+        assert!(b.rx_offload(0, &f, flags, None, rx).is_empty());
+        assert_eq!(b.batch.drops_of(DropReason::TooBig), 1);
+        // A description that is not the packet's.
+        let bad = Offload { csum: Some(PartialCsum { start: 34, offset: 6 }), ..rx };
+        assert!(b.rx_offload(0, &f, flags, None, bad).is_empty());
+        assert_eq!(b.batch.drops_of(DropReason::GsoMalformed), 1);
     }
 }

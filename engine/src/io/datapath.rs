@@ -12,6 +12,19 @@
 //! get it completed in the scratch copy before anything reads it: conntrack then verifies a real
 //! checksum, and the receiver gets one.
 //!
+//! **GSO super-frames** (peers with TSO/GSO on; the port's vnet header says how to cut one, see
+//! `crate::gso`) are one packet here: parsed, filtered and tracked once (conntrack sees one TCP
+//! segment with the whole payload; its checksum, partial, counts as verified as the kernel's
+//! conntrack skips `CHECKSUM_PARTIAL` packets), routed once (one TTL decrement and IPv4 header
+//! checksum update), and sent on whole with a vnet header that describes it again — GSO kind,
+//! segment size, header length, and the partial checksum's offsets in the new frame (`NEEDS_CSUM`:
+//! its checksum is *not* completed here) — so that the egress veth or NIC cuts it, or the
+//! receiving stack takes it whole as it takes a GRO packet. The MTU is checked against the pieces.
+//! Where it cannot go whole (its next hop unresolved, its pieces to be fragmented) the router cuts
+//! it in software (`gso_segmented`). A super-frame whose vnet header does not describe its packet
+//! (kind against protocol and family, checksum offsets against the L4 header) is dropped as
+//! `gso_malformed`. Counted: `rx_gso` in the datapath counters, `rx_gso`/`tx_gso` per interface.
+//!
 //! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
 //! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly
 //! (bridge mode), or dropped under one [`DropReason`], so that `rx = forwarded + local + held +
@@ -33,12 +46,13 @@ use mio::Registry as MioRegistry;
 use proto::packet::{self, Layer, Packet, ParseError, L4};
 
 use super::afpacket::AfPacket;
-use super::port::{Port, PortStats, RxFlags, Tx};
+use super::port::{Frame, Offload, PartialCsum, Port, PortStats, RxFlags, Tx, TxFrame};
 use super::worker::{self, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
 use crate::clock::Timestamp;
 use crate::conntrack::{Conntrack, CtState, Invalid, Stats, Tracked};
 use crate::defrag::DefragError;
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
+use crate::gso::{self, Gso};
 use crate::route::{self, icmp, Forward, Hop, NeighDrop, Routed, Router, Rx};
 use crate::timeouts::Registry;
 
@@ -255,6 +269,9 @@ drop_reasons! {
     SamePort = "same_port",
     /// The egress port's transmit queue refused it (full ring, kernel error).
     TxFailed = "tx_failed",
+    /// A GSO super-frame whose vnet header does not describe its packet (kind against protocol
+    /// and family, checksum offsets against the L4 header, a fragment).
+    GsoMalformed = "gso_malformed",
 }
 
 impl DropReason {
@@ -388,6 +405,8 @@ const ETH: usize = 14;
 #[repr(align(128))]
 pub struct WorkerCounters {
     rx: AtomicU64,
+    rx_gso: AtomicU64,
+    gso_segmented: AtomicU64,
     forwarded: AtomicU64,
     local: AtomicU64,
     held: AtomicU64,
@@ -403,6 +422,8 @@ impl Default for WorkerCounters {
         let zero = || AtomicU64::new(0);
         WorkerCounters {
             rx: zero(),
+            rx_gso: zero(),
+            gso_segmented: zero(),
             forwarded: zero(),
             local: zero(),
             held: zero(),
@@ -425,6 +446,8 @@ impl WorkerCounters {
     /// Adds one batch's counts (the owning worker only).
     pub(super) fn publish(&self, b: &Batch) {
         bump(&self.rx, b.rx);
+        bump(&self.rx_gso, b.rx_gso);
+        bump(&self.gso_segmented, b.gso_segmented);
         bump(&self.forwarded, b.forwarded);
         bump(&self.local, b.local);
         bump(&self.held, b.held);
@@ -442,6 +465,8 @@ impl WorkerCounters {
     fn add_to(&self, s: &mut DatapathStats) {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         s.rx += n(&self.rx);
+        s.rx_gso += n(&self.rx_gso);
+        s.gso_segmented += n(&self.gso_segmented);
         s.forwarded += n(&self.forwarded);
         s.local += n(&self.local);
         s.held += n(&self.held);
@@ -461,6 +486,10 @@ impl WorkerCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatapathStats {
     pub rx: u64,
+    /// GSO super-frames among `rx` (each counted once, like any frame, in its outcome).
+    pub rx_gso: u64,
+    /// Super-frames the datapath cut in software instead of passing them on whole.
+    pub gso_segmented: u64,
     pub forwarded: u64,
     pub local: u64,
     pub held: u64,
@@ -475,6 +504,8 @@ impl Default for DatapathStats {
     fn default() -> DatapathStats {
         DatapathStats {
             rx: 0,
+            rx_gso: 0,
+            gso_segmented: 0,
             forwarded: 0,
             local: 0,
             held: 0,
@@ -502,10 +533,11 @@ impl DatapathStats {
     }
 }
 
-/// Three lines, the totals and the nonzero reasons of each kind of drop:
+/// Three lines, the totals (and the GSO super-frames among them) and the nonzero reasons of each
+/// kind of drop:
 ///
 /// ```text
-/// datapath: rx=120 forwarded=100 local=4 held=0 dropped=16 originated=2 originate_dropped=1
+/// datapath: rx=120 forwarded=100 local=4 held=0 dropped=16 originated=2 originate_dropped=1 rx_gso=30 gso_segmented=0
 /// datapath dropped: ipv4_bad_checksum=6 rule_drop_forward=10
 /// datapath originate_dropped: no_route=1
 /// ```
@@ -513,14 +545,17 @@ impl std::fmt::Display for DatapathStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "datapath: rx={} forwarded={} local={} held={} dropped={} originated={} originate_dropped={}",
+            "datapath: rx={} forwarded={} local={} held={} dropped={} originated={} originate_dropped={} rx_gso={} \
+             gso_segmented={}",
             self.rx,
             self.forwarded,
             self.local,
             self.held,
             self.dropped(),
             self.originated,
-            self.originate_dropped()
+            self.originate_dropped(),
+            self.rx_gso,
+            self.gso_segmented
         )?;
         for (what, counts) in [("dropped", &self.drops), ("originate_dropped", &self.originate_drops)] {
             write!(f, "datapath {what}:")?;
@@ -572,7 +607,7 @@ impl Pipeline for Routing {
         let t = self.router.tick(now);
         for f in t.frames {
             if let Some(p) = w.ports.get_mut(f.iface) {
-                let _ = p.tx(&[&f.frame]);
+                let _ = p.tx_plain(&[&f.frame]);
             }
         }
         let mut batch = Batch::default();
@@ -597,21 +632,9 @@ impl Routing {
             let rules = shared.rules.load();
             for f in frames {
                 batch.rx += 1;
-                let mut out = |to: usize, frame: &[u8]| worker::send(before, this, after, at, to, frame);
-                handle(
-                    shared,
-                    router,
-                    &rules,
-                    stats,
-                    scratch,
-                    now,
-                    at,
-                    f.data,
-                    f.flags,
-                    &mut out,
-                    &mut batch,
-                    &mut originate_later,
-                );
+                batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
+                let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
+                handle(shared, router, &rules, stats, scratch, now, at, f, &mut out, &mut batch, &mut originate_later);
             }
         })?;
         // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
@@ -645,7 +668,7 @@ fn originate(w: &mut Worker<AfPacket>, router: &Router, now: Timestamp, datagram
         Ok(frames) => {
             let mut sent = true;
             for f in frames {
-                sent &= w.ports.get_mut(f.iface).is_some_and(|port| matches!(port.tx(&[&f.frame]), Ok(1)));
+                sent &= w.ports.get_mut(f.iface).is_some_and(|port| matches!(port.tx_plain(&[&f.frame]), Ok(1)));
             }
             if sent {
                 batch.originated += 1;
@@ -654,6 +677,31 @@ fn originate(w: &mut Worker<AfPacket>, router: &Router, now: Timestamp, datagram
             }
         }
         Err(why) => batch.originate_drop(DropReason::routed(why, datagram)),
+    }
+}
+
+/// The GSO description in the vnet header `offload` of a received frame (parsed as `p`, from the
+/// frame's first byte), checked against the packet: `Ok(None)` for a frame that is not a
+/// super-frame, `Err` when the header does not describe the packet (a kind that is not its
+/// protocol and family, a fragment, a partial checksum that is missing or not its L4 header's).
+pub(crate) fn gso_of(offload: &Offload, p: &Packet) -> Result<Option<Gso>, DropReason> {
+    let Some(g) = offload.gso else { return Ok(None) };
+    let csum_ok =
+        |c: PartialCsum| usize::from(c.start) == p.l4_offset && gso::checksum_field(p) == Some(usize::from(c.offset));
+    if !g.fits(p) || !offload.csum.is_some_and(csum_ok) {
+        return Err(DropReason::GsoMalformed);
+    }
+    Ok(Some(g))
+}
+
+/// The vnet header to send super-packet `p` (described by `g`) with from a frame that starts at
+/// `start` of the buffer `p` was parsed from: its offsets counted from there, its checksum partial.
+pub(crate) fn gso_offload(g: &Gso, p: &Packet, start: usize) -> Offload {
+    let l4 = p.l4_offset - start;
+    Offload {
+        gso: Some(Gso { hdr_len: (l4 + gso::l4_header_len(p)) as u16, ..*g }),
+        csum: Some(PartialCsum { start: l4 as u16, offset: gso::checksum_field(p).unwrap_or(0) as u16 }),
+        data_valid: false,
     }
 }
 
@@ -677,9 +725,35 @@ pub(crate) fn complete_checksum(frame: &mut [u8], p: &Packet) {
     frame[start + at..start + at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
-/// The answer a `reject` sends for `datagram` (an IP datagram), from our address facing its
-/// sender.
-fn reject_answer(router: &Router, in_iface: usize, datagram: &[u8], p: &Packet, kind: Reject) -> Option<Vec<u8>> {
+/// The IP datagram of `p` (`datagram`, cut from the buffer `p` was parsed from) with its partial
+/// L4 checksum completed, in a copy: what a reject of it must look at, since the kernel's
+/// `nf_reject` takes a `CHECKSUM_PARTIAL` packet's checksum for good where ours would verify the
+/// bytes (and its answer quotes them).
+pub(crate) fn completed(datagram: &[u8], p: &Packet) -> Vec<u8> {
+    let mut d = datagram.to_vec();
+    let base = p.l3_offset;
+    let q = Packet { l3_offset: 0, l4_offset: p.l4_offset - base, end: p.end - base, ..*p };
+    complete_checksum(&mut d, &q);
+    d
+}
+
+/// The answer a `reject` sends for `datagram` (an IP datagram, its checksum `partial` or not),
+/// from our address facing its sender.
+fn reject_answer(
+    router: &Router,
+    in_iface: usize,
+    datagram: &[u8],
+    partial: bool,
+    p: &Packet,
+    kind: Reject,
+) -> Option<Vec<u8>> {
+    let fixed;
+    let datagram = if partial {
+        fixed = completed(datagram, p);
+        &fixed[..]
+    } else {
+        datagram
+    };
     match kind {
         Reject::TcpReset => icmp::tcp_reset(datagram),
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => {
@@ -700,33 +774,38 @@ fn handle(
     scratch: &mut Vec<u8>,
     now: Timestamp,
     at: usize,
-    frame: &[u8],
-    flags: RxFlags,
-    out: &mut dyn FnMut(usize, &[u8]) -> bool,
+    f: &Frame<'_>,
+    out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
     batch: &mut Batch,
     originate: &mut Vec<Vec<u8>>,
 ) {
+    let (frame, flags) = (f.data, f.flags);
     let mut p = match router.receive(now, at, frame) {
         Rx::Ip(p) => p,
         Rx::Handled(frames) => {
             // ARP and neighbour discovery: consumed by the router itself.
             batch.local += 1;
             for f in frames {
-                out(f.iface, &f.frame);
+                out(f.iface, TxFrame::plain(&f.frame));
             }
             return;
         }
         Rx::Drop(why) => return batch.drop(DropReason::routed(why, frame)),
     };
-    // Work on a copy: the router rewrites headers in place, and a partial checksum is completed.
+    let gso = match gso_of(&f.offload, &p) {
+        Ok(g) => g,
+        Err(why) => return batch.drop(why),
+    };
+    // Work on a copy: the router rewrites headers in place, and a partial checksum is completed —
+    // but not a super-frame's, which stays partial for whoever cuts it.
     scratch.clear();
     scratch.extend_from_slice(frame);
-    if flags.contains(RxFlags::CSUM_NOT_READY) {
+    if flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
         complete_checksum(scratch, &p);
     }
-    // A checksum the kernel verified (or one it left for us to complete, just done) is not
-    // verified again by conntrack, as the kernel's own conntrack skips CHECKSUM_UNNECESSARY and
-    // CHECKSUM_PARTIAL packets.
+    // A checksum the kernel verified (or one it left for us to complete, just done, or to the
+    // egress, a super-frame's) is not verified again by conntrack, as the kernel's own conntrack
+    // skips CHECKSUM_UNNECESSARY and CHECKSUM_PARTIAL packets.
     p.l4_checksum_verified = flags.contains(RxFlags::CSUM_VALID) || flags.contains(RxFlags::CSUM_NOT_READY);
     let ifaces = router.ifaces();
     let iif = ifaces.get(at).map_or("", |i| i.name.as_str());
@@ -752,12 +831,13 @@ fn handle(
                 Verdict::Drop => batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid)),
                 Verdict::Reject(kind) => {
                     batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid));
-                    originate.extend(reject_answer(router, at, &scratch[datagram_range], &p, kind));
+                    let partial = gso.is_some();
+                    originate.extend(reject_answer(router, at, &scratch[datagram_range], partial, &p, kind));
                 }
             }
         }
         Routed::Forward(hop) => {
-            forward(shared, router, stats, scratch, now, at, &p, hop, t, decide, out, batch, originate)
+            forward(shared, router, stats, scratch, now, at, &p, gso, hop, t, decide, out, batch, originate)
         }
         Routed::Unreachable => {
             batch.drop(DropReason::NoRoute);
@@ -776,32 +856,38 @@ fn forward(
     now: Timestamp,
     at: usize,
     p: &Packet,
+    gso: Option<Gso>,
     hop: Hop,
     mut t: Tracked,
     decide: impl Fn(Hook, &str, &Tracked) -> crate::filter::Decision,
-    out: &mut dyn FnMut(usize, &[u8]) -> bool,
+    out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
     batch: &mut Batch,
     originate: &mut Vec<Vec<u8>>,
 ) {
     let oif = router.ifaces().get(hop.iface).map_or("", |i| i.name.as_str());
     let d = decide(Hook::Forward, oif, &t);
     let datagram = &scratch[p.l3_offset..p.end];
-    let reject = |kind, _: &mut Stats, _: &mut Batch| originate.extend(reject_answer(router, at, datagram, p, kind));
+    let partial = gso.is_some();
+    let reject =
+        |kind, _: &mut Stats, _: &mut Batch| originate.extend(reject_answer(router, at, datagram, partial, p, kind));
     if !forward_verdict(shared, now, &d, &mut t, stats, batch, reject) {
         return;
     }
-    match router.transmit(now, at, scratch, p, hop) {
+    match router.transmit_gso(now, at, scratch, p, hop, gso.as_ref()) {
         Forward::Transmit { iface, start, end, .. } => {
-            if out(iface, &scratch[start..end]) {
+            // A super-frame goes whole, described again for its new frame.
+            let offload = gso.map_or(Offload::NONE, |g| gso_offload(&g, p, start));
+            if out(iface, TxFrame { data: &scratch[start..end], offload }) {
                 batch.forwarded += 1;
             } else {
                 batch.drop(DropReason::TxFailed);
             }
         }
         Forward::Frames { iface, frames } => {
+            batch.gso_segmented += u64::from(gso.is_some());
             let mut sent = true;
             for f in &frames {
-                sent &= out(iface, f);
+                sent &= out(iface, TxFrame::plain(f));
             }
             if sent {
                 batch.forwarded += 1;
@@ -812,8 +898,9 @@ fn forward(
         Forward::Queued { iface, request } => {
             // Held by the neighbour cache: forwarded as far as this frame goes (a failed
             // resolution is the neighbour cache's to answer).
+            batch.gso_segmented += u64::from(gso.is_some());
             if let Some(r) = request {
-                out(iface, &r);
+                out(iface, TxFrame::plain(&r));
             }
             batch.forwarded += 1;
         }
@@ -946,7 +1033,8 @@ mod tests {
         assert_eq!(s.rx, s.forwarded + s.local + s.held + s.dropped());
         assert_eq!(
             s.to_string(),
-            "datapath: rx=15 forwarded=6 local=3 held=0 dropped=6 originated=0 originate_dropped=3\n\
+            "datapath: rx=15 forwarded=6 local=3 held=0 dropped=6 originated=0 originate_dropped=3 rx_gso=0 \
+             gso_segmented=0\n\
              datapath dropped: ipv4_bad_checksum=3 ct_table_full=3\n\
              datapath originate_dropped: no_route=3\n"
         );

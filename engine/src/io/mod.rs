@@ -502,12 +502,14 @@ impl Backend for Daemon {
                     s.tx_bytes += p.tx_bytes;
                     s.tx_dropped += p.tx_dropped;
                     s.tx_errors += p.tx_errors;
+                    s.rx_gso += p.rx_gso;
+                    s.tx_gso += p.tx_gso;
                 }
                 for (name, p) in by_iface {
                     let _ = writeln!(
                         t,
-                        "interface {name}: rx_packets={} rx_bytes={} rx_dropped={} tx_packets={} tx_bytes={} tx_dropped={} tx_errors={}",
-                        p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped, p.tx_errors
+                        "interface {name}: rx_packets={} rx_bytes={} rx_dropped={} tx_packets={} tx_bytes={} tx_dropped={} tx_errors={} rx_gso={} tx_gso={}",
+                        p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped, p.tx_errors, p.rx_gso, p.tx_gso
                     );
                 }
                 drop(ports);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapHeader, PcapReader};
 use pcap_file::DataLink;
 
-use super::port::{Frame, Link, Port, PortError, PortStats, RxFlags, Tx, MAX_BATCH};
+use super::port::{Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH};
 
 /// The written captures' snapshot length (libpcap's largest); longer frames are refused.
 const SNAPLEN: u32 = 262_144;
@@ -228,10 +228,12 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    /// Writes the frames' bytes as they are: a super-frame as one record, a partial checksum as
+    /// the sender left it (what `tcpdump` shows on the interface too).
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         let ts = self.now();
         let mut n = 0;
-        for f in frames {
+        for &TxFrame { data: f, offload } in frames {
             let Some(len) = u32::try_from(f.len()).ok().filter(|&l| l <= SNAPLEN) else {
                 self.stats.tx_errors += 1;
                 continue;
@@ -246,6 +248,7 @@ impl<W: Write> Writer<W> {
             self.out.write_all(f)?;
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += u64::from(len);
+            self.stats.tx_gso += u64::from(offload.gso.is_some());
             n += 1;
         }
         Ok(n)
@@ -259,7 +262,7 @@ struct TxHalf<'a, W: Write> {
 }
 
 impl<W: Write> Tx for TxHalf<'_, W> {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         match &mut self.writer {
             Some(w) => w.tx(frames),
             None => {
@@ -278,7 +281,7 @@ impl<W: Write> Tx for TxHalf<'_, W> {
 }
 
 impl<R: Read, W: Write> Tx for PcapPort<R, W> {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         TxHalf { writer: self.writer.as_mut(), unwritten: &mut self.unwritten }.tx(frames)
     }
 
@@ -314,7 +317,7 @@ impl<R: Read + Send, W: Write + Send> Port for PcapPort<R, W> {
                 flags = flags.with(RxFlags::TRUNCATED);
                 self.rx.rx_truncated += 1;
             }
-            *fr = Frame { data, wire_len, flags, vlan: None, timestamp_ns: ts };
+            *fr = Frame { data, wire_len, flags, vlan: None, timestamp_ns: ts, offload: Offload::NONE };
             self.rx.rx_packets += 1;
             self.rx.rx_bytes += len as u64;
         }
@@ -334,6 +337,7 @@ impl<R: Read + Send, W: Write + Send> Port for PcapPort<R, W> {
             s.tx_packets = w.stats.tx_packets;
             s.tx_bytes = w.stats.tx_bytes;
             s.tx_errors = w.stats.tx_errors;
+            s.tx_gso = w.stats.tx_gso;
         }
         s.tx_dropped = self.unwritten;
         s
@@ -356,9 +360,9 @@ mod tests {
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         let mut w = PcapPort::writer(Vec::new(), Link::RawIp);
         w.set_timestamp(Duration::new(1_700_000_000, 123_456_789));
-        assert_eq!(w.tx(&refs[..4]).unwrap(), 4);
+        assert_eq!(w.tx_plain(&refs[..4]).unwrap(), 4);
         w.set_timestamp(Duration::new(1_700_000_001, 0));
-        assert_eq!(w.tx(&refs[4..]).unwrap(), 6);
+        assert_eq!(w.tx_plain(&refs[4..]).unwrap(), 6);
         w.flush().unwrap();
         let s = w.stats();
         assert_eq!((s.tx_packets, s.rx_packets), (10, 0));
@@ -387,7 +391,7 @@ mod tests {
         assert_eq!(got[0].1, 1_700_000_000_123_456_789);
         assert_eq!(got[9].1, 1_700_000_001_000_000_000);
         // Frames sent to a port without a writer are counted as dropped.
-        assert_eq!(r.tx(&refs).unwrap(), 0);
+        assert_eq!(r.tx_plain(&refs).unwrap(), 0);
         assert_eq!(r.stats().tx_dropped, 10);
         assert_eq!(r.stats().rx_packets, 10);
     }
@@ -417,7 +421,7 @@ mod tests {
                 assert!(fs[0].flags.contains(RxFlags::TRUNCATED));
                 assert_eq!((fs[0].data.len(), fs[0].wire_len), (20, 100));
                 assert!(!fs[1].flags.contains(RxFlags::TRUNCATED));
-                assert_eq!(tx.tx(&[fs[1].data]).unwrap(), 1);
+                assert_eq!(tx.tx_plain(&[fs[1].data]).unwrap(), 1);
             })
             .unwrap();
         assert_eq!(n, 2);

@@ -12,7 +12,7 @@
 //!         match parse(f.data) { Ok(p) => batch.push((f.data, p)), Err(_) => { /* count */ } }
 //!     }
 //!     ct.track_batch(now, &batch, &mut stats, |i, t, st| { /* rules, confirm, verdict */ });
-//!     // forward: other_port.tx(&[batch[i].0]) or hairpin.tx(..) for this port; then flush
+//!     // forward: other_port.tx_plain(&[batch[i].0]) or hairpin.tx(..) for this port; then flush
 //!     parsed = port::recycle(batch);
 //! })? > 0 {}
 //! ```
@@ -37,14 +37,23 @@
 //! * **Frames are L2 or L3 by port**: [`Port::link`] says whether `data` starts with an Ethernet
 //!   header (`AF_PACKET`, Ethernet pcaps) or is a bare IP datagram (TUN, raw-IP pcaps). The worker
 //!   parses the L2 header only on Ethernet ports.
+//! * **Offloads travel with the frames.** A port that speaks vnet headers (`AF_PACKET` with
+//!   `PACKET_VNET_HDR`) reports per received frame what the kernel knows about its checksum and
+//!   segmentation ([`Frame::offload`]: a GSO super-frame's kind, piece size and header length; a
+//!   partial checksum's start and field), and transmits each frame with the same description
+//!   ([`TxFrame::offload`]), so that a super-frame received whole goes out whole and the egress
+//!   cuts it (`crate::gso`). Ports without vnet headers (pcap, TUN) send the bytes as they are:
+//!   give them frames with complete checksums and no GSO.
 //! * **Counters per port** ([`PortStats`]): packets and bytes each way, the kernel's ring drops
-//!   (`PACKET_STATISTICS`), truncated frames, transmit drops and errors.
+//!   (`PACKET_STATISTICS`), truncated frames, super-frames each way, transmit drops and errors.
 //! * `rx_batch` and `tx` return `io::Result` only for failures of the port itself (interface gone);
 //!   a bad frame is a counter, never an error.
 
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+
+pub use crate::gso::{Gso, GsoKind};
 
 /// The most frames one [`Port::rx_batch`] call delivers (`max` is clamped to it); it bounds the
 /// per-call frame array, which lives on the stack.
@@ -82,6 +91,9 @@ impl RxFlags {
     pub const TRUNCATED: RxFlags = RxFlags(4);
     /// The ring was losing packets when this frame was stored (`TP_STATUS_LOSING`).
     pub const LOSING: RxFlags = RxFlags(8);
+    /// A GSO super-frame: one packet carrying the payload of many ([`Frame::offload`] says how to
+    /// cut it). Its L4 checksum is partial (`CSUM_NOT_READY` is set too).
+    pub const GSO: RxFlags = RxFlags(16);
 
     /// No flag.
     pub const fn empty() -> RxFlags {
@@ -114,12 +126,143 @@ pub struct Frame<'a> {
     /// Receive time in nanoseconds since the Unix epoch: the kernel's stamp (`AF_PACKET`), the
     /// capture's (pcap), or 0 when the port has none (TUN).
     pub timestamp_ns: u64,
+    /// The frame's vnet header: GSO and partial checksum (their offsets count from the start of
+    /// `data`, i.e. without a VLAN tag the kernel stripped). [`Offload::NONE`] on ports without
+    /// vnet headers.
+    pub offload: Offload,
 }
 
 impl Frame<'_> {
     /// A frame with no bytes (the filler of a batch array).
     pub const EMPTY: Frame<'static> =
-        Frame { data: &[], wire_len: 0, flags: RxFlags::empty(), vlan: None, timestamp_ns: 0 };
+        Frame { data: &[], wire_len: 0, flags: RxFlags::empty(), vlan: None, timestamp_ns: 0, offload: Offload::NONE };
+}
+
+/// A partial L4 checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, the kernel's `CHECKSUM_PARTIAL`): the
+/// field at `start + offset` holds the pseudo-header's sum, and the Internet checksum of the bytes
+/// from `start` to the end is still to be folded in by whoever transmits the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialCsum {
+    /// Where the checksummed bytes start (the L4 header), from the start of the frame.
+    pub start: u16,
+    /// Where the checksum field is, from `start` (16 for TCP, 6 for UDP).
+    pub offset: u16,
+}
+
+/// What a vnet header (`struct virtio_net_hdr`, as `AF_PACKET` with `PACKET_VNET_HDR` and TUN with
+/// `IFF_VNET_HDR` put it before each frame) says about a frame: whether it is a GSO super-frame and
+/// how to cut it, whether its L4 checksum is partial, whether it was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offload {
+    pub gso: Option<Gso>,
+    pub csum: Option<PartialCsum>,
+    /// The checksums were verified (`VIRTIO_NET_HDR_F_DATA_VALID`; received frames only).
+    pub data_valid: bool,
+}
+
+/// Byte offsets of `struct virtio_net_hdr`, named once. Its 16-bit fields are in the host's byte
+/// order (the "legacy" virtio layout both `AF_PACKET` and TUN use by default).
+mod vnet {
+    use std::ops::Range;
+
+    pub(super) const FLAGS: usize = 0;
+    pub(super) const GSO_TYPE: usize = 1;
+    pub(super) const HDR_LEN: Range<usize> = 2..4;
+    pub(super) const GSO_SIZE: Range<usize> = 4..6;
+    pub(super) const CSUM_START: Range<usize> = 6..8;
+    pub(super) const CSUM_OFFSET: Range<usize> = 8..10;
+
+    pub(super) const F_NEEDS_CSUM: u8 = 1;
+    pub(super) const F_DATA_VALID: u8 = 2;
+    pub(super) const GSO_NONE: u8 = 0;
+    pub(super) const GSO_TCPV4: u8 = 1;
+    pub(super) const GSO_TCPV6: u8 = 4;
+    pub(super) const GSO_UDP_L4: u8 = 5;
+    pub(super) const GSO_ECN: u8 = 0x80;
+}
+
+/// The length of a `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = 10;
+
+impl Offload {
+    /// Nothing to tell: checksums complete, one packet.
+    pub const NONE: Offload = Offload { gso: None, csum: None, data_valid: false };
+
+    /// Reads a vnet header; `None` for a GSO type this does not know (legacy UFO, or newer ones).
+    pub fn decode(h: &[u8; VNET_HDR_LEN]) -> Option<Offload> {
+        let u16_at = |r: std::ops::Range<usize>| u16::from_ne_bytes([h[r.start], h[r.start + 1]]);
+        let flags = h[vnet::FLAGS];
+        let ty = h[vnet::GSO_TYPE];
+        let gso = match ty & !vnet::GSO_ECN {
+            vnet::GSO_NONE => None,
+            t => Some(Gso {
+                kind: match t {
+                    vnet::GSO_TCPV4 => GsoKind::Tcp4,
+                    vnet::GSO_TCPV6 => GsoKind::Tcp6,
+                    vnet::GSO_UDP_L4 => GsoKind::Udp,
+                    _ => return None,
+                },
+                ecn: ty & vnet::GSO_ECN != 0,
+                size: u16_at(vnet::GSO_SIZE),
+                hdr_len: u16_at(vnet::HDR_LEN),
+            }),
+        };
+        let csum = (flags & vnet::F_NEEDS_CSUM != 0)
+            .then(|| PartialCsum { start: u16_at(vnet::CSUM_START), offset: u16_at(vnet::CSUM_OFFSET) });
+        Some(Offload { gso, csum, data_valid: flags & vnet::F_DATA_VALID != 0 })
+    }
+
+    /// The vnet header to send a frame with.
+    pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
+        let mut h = [0u8; VNET_HDR_LEN];
+        let mut put = |r: std::ops::Range<usize>, v: u16| h[r].copy_from_slice(&v.to_ne_bytes());
+        if let Some(g) = self.gso {
+            put(vnet::HDR_LEN, g.hdr_len);
+            put(vnet::GSO_SIZE, g.size);
+        }
+        if let Some(c) = self.csum {
+            put(vnet::CSUM_START, c.start);
+            put(vnet::CSUM_OFFSET, c.offset);
+        }
+        h[vnet::FLAGS] = if self.csum.is_some() { vnet::F_NEEDS_CSUM } else { 0 }
+            | if self.data_valid { vnet::F_DATA_VALID } else { 0 };
+        h[vnet::GSO_TYPE] = match self.gso {
+            None => vnet::GSO_NONE,
+            Some(g) => {
+                let t = match g.kind {
+                    GsoKind::Tcp4 => vnet::GSO_TCPV4,
+                    GsoKind::Tcp6 => vnet::GSO_TCPV6,
+                    GsoKind::Udp => vnet::GSO_UDP_L4,
+                };
+                t | if g.ecn { vnet::GSO_ECN } else { 0 }
+            }
+        };
+        h
+    }
+
+    /// The same description for the frame moved `by` bytes later (a VLAN tag put back before it):
+    /// the offsets from the start of the frame grow.
+    pub fn shifted(self, by: u16) -> Offload {
+        Offload {
+            gso: self.gso.map(|g| Gso { hdr_len: g.hdr_len.saturating_add(by), ..g }),
+            csum: self.csum.map(|c| PartialCsum { start: c.start.saturating_add(by), ..c }),
+            data_valid: self.data_valid,
+        }
+    }
+}
+
+/// A frame to transmit, with the vnet header its receiver gets on ports that send one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxFrame<'a> {
+    pub data: &'a [u8],
+    pub offload: Offload,
+}
+
+impl<'a> TxFrame<'a> {
+    /// A frame with complete checksums and no segmentation to do.
+    pub const fn plain(data: &'a [u8]) -> TxFrame<'a> {
+        TxFrame { data, offload: Offload::NONE }
+    }
 }
 
 /// Counters of one port since it was opened.
@@ -134,6 +277,10 @@ pub struct PortStats {
     pub rx_ring_full: u64,
     /// Frames delivered with only part of their bytes.
     pub rx_truncated: u64,
+    /// GSO super-frames among the frames delivered.
+    pub rx_gso: u64,
+    /// GSO super-frames among the frames queued (sent whole, for the kernel or the device to cut).
+    pub tx_gso: u64,
     /// Frames queued by `tx`, and their bytes.
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -172,11 +319,25 @@ impl std::error::Error for PortError {
 
 /// The transmit half of a port.
 pub trait Tx {
-    /// Queues `frames` in order and returns how many were queued. Never blocks: a frame that cannot
-    /// be sent (malformed, too long) is skipped and counted in `tx_errors`; when the queue is full,
-    /// the rest are dropped and counted in `tx_dropped`. The bytes are copied: the slices may be
+    /// Queues `frames` in order, each with its [`Offload`] (sent as its vnet header where the port
+    /// has them), and returns how many were queued. Never blocks: a frame that cannot be sent
+    /// (malformed, too long) is skipped and counted in `tx_errors`; when the queue is full, the
+    /// rest are dropped and counted in `tx_dropped`. The bytes are copied: the slices may be
     /// reused as soon as this returns.
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize>;
+
+    /// [`Tx::tx`] of frames with complete checksums and nothing to segment.
+    fn tx_plain(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let mut queued = 0;
+        for chunk in frames.chunks(16) {
+            let mut batch = [TxFrame::plain(&[]); 16];
+            for (b, f) in batch.iter_mut().zip(chunk) {
+                *b = TxFrame::plain(f);
+            }
+            queued += self.tx(&batch[..chunk.len()])?;
+        }
+        Ok(queued)
+    }
 
     /// Hands everything queued to the kernel (or the file). Call once per batch.
     fn flush(&mut self) -> io::Result<()>;
@@ -300,7 +461,7 @@ mod tests {
         let mut input = PcapPort::writer(Vec::new(), Link::Ethernet);
         input.set_timestamp(std::time::Duration::from_secs(1));
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        assert_eq!(input.tx(&refs).unwrap(), 40);
+        assert_eq!(input.tx_plain(&refs).unwrap(), 40);
         input.flush().unwrap();
         let capture = input.into_output().unwrap();
 
@@ -320,7 +481,7 @@ mod tests {
                     let mut out = 0;
                     ct.track_batch(Timestamp::from_secs(1), &batch, &mut st, |i, mut t, st| {
                         ct.confirm(&mut t, st).unwrap();
-                        out += hairpin.tx(&[batch[i].0]).unwrap();
+                        out += hairpin.tx_plain(&[batch[i].0]).unwrap();
                     });
                     assert_eq!(out, frames.len());
                     hairpin.flush().unwrap();

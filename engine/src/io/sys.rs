@@ -2,10 +2,12 @@
 //! into `io::Error::last_os_error()`:
 //!
 //! * the control plane's Unix `SOCK_SEQPACKET` calls std does not offer (listen, accept,
-//!   `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking `send`);
+//!   `SO_PEERCRED`/`SO_PEERGROUPS`, `recvmsg` with its `MSG_TRUNC` flag, non-blocking `send`), and
+//!   a non-blocking gathered send ([`send_parts`]: a vnet header and its frame);
 //! * the ports' calls: `AF_PACKET` sockets and their options, [`Mmap`] (a ring shared with the
-//!   kernel, read and written through bounds-checked accessors), the TUN ioctls, the interface
-//!   flags and the rtnetlink socket of TUN mode, and [`unshare_netns`] for tests;
+//!   kernel, read and written through bounds-checked accessors), the TUN ioctls and gathered
+//!   writes, the interface flags and the rtnetlink socket of TUN mode, and [`unshare_netns`] for
+//!   tests;
 //! * [`drop_privileges`]: `setgroups`/`setresgid`/`setresuid` once the sockets are open.
 #![allow(unsafe_code)]
 
@@ -175,6 +177,27 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Sends one datagram gathered from `parts` (at most 4) without blocking and without `SIGPIPE`:
+/// a vnet header and the frame after it, with no copy to join them.
+pub(crate) fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let mut iov = [empty; 4];
+    if parts.len() > iov.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (v, p) in iov.iter_mut().zip(parts) {
+        // The kernel only reads through `iov_base` for a send; the pointer is not written.
+        *v = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
+    }
+    // SAFETY: msghdr is integers and pointers; all-zero (no name, no control) is valid.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = parts.len();
+    // `msg` points at `parts.len()` iovecs describing live slices, all live for the call.
+    let n = syscall!(sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL))?;
+    Ok(n as usize)
+}
+
 // ---- Ports -------------------------------------------------------------------------------------
 
 /// An `AF_PACKET`/`SOCK_RAW` socket for `protocol` (host order; 0 receives nothing until bound).
@@ -259,6 +282,32 @@ pub(crate) fn tun_set_iff(fd: RawFd, name: &str, flags: libc::c_int) -> io::Resu
     Ok(ifreq_name(&ifr))
 }
 
+/// `TUNSETOFFLOAD`: the offloads (`TUN_F_*`) the reader of TUN queue `fd` takes, so that the
+/// kernel hands it partial checksums and GSO super-packets of those kinds instead of finishing
+/// them first. Needs `IFF_VNET_HDR`.
+pub(crate) fn tun_set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // TUNSETOFFLOAD takes its argument by value; no memory of ours is touched.
+    syscall!(ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)))?;
+    Ok(())
+}
+
+/// Writes one datagram gathered from `parts` (at most 4) with one `writev`: a vnet header and the
+/// datagram after it, into a TUN queue.
+pub(crate) fn write_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let mut iov = [empty; 4];
+    if parts.len() > iov.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (v, p) in iov.iter_mut().zip(parts) {
+        // writev only reads through `iov_base`.
+        *v = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
+    }
+    // `iov` holds `parts.len()` iovecs describing live slices, all live for the call.
+    let n = syscall!(writev(fd, iov.as_ptr(), parts.len() as libc::c_int))?;
+    Ok(n as usize)
+}
+
 /// The MTU of interface `name` (`SIOCGIFMTU`).
 pub(crate) fn if_mtu(name: &str) -> io::Result<u32> {
     let mut ifr = ifreq(name)?;
@@ -327,6 +376,7 @@ pub(crate) trait Pod: Copy {}
 impl Pod for u16 {}
 impl Pod for u32 {}
 impl Pod for libc::tpacket3_hdr {}
+impl<const N: usize> Pod for [u8; N] {}
 
 /// A shared, read-write memory mapping of a descriptor (a packet ring), unmapped on drop.
 ///

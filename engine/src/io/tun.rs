@@ -1,43 +1,63 @@
 //! A TUN interface: IP datagrams to and from the host's stack, one queue per worker.
 //!
 //! [`Tun::open`] creates (or attaches to) interface `name` with `IFF_TUN | IFF_NO_PI |
-//! IFF_MULTI_QUEUE` and opens one non-blocking descriptor per queue; the kernel spreads the
-//! interface's outgoing packets over the queues by flow, so each worker owns one [`TunQueue`].
-//! A non-persistent interface disappears when its last queue is closed.
+//! IFF_MULTI_QUEUE` and, by default, `IFF_VNET_HDR`, and opens one non-blocking descriptor per
+//! queue; the kernel spreads the interface's outgoing packets over the queues by flow, so each
+//! worker owns one [`TunQueue`]. A non-persistent interface disappears when its last queue is
+//! closed.
 //!
 //! * Frames are **bare IP datagrams** ([`Link::RawIp`]): no Ethernet header and no packet-info
 //!   prefix. The worker does L2 only for Ethernet ports.
+//! * **Offloads** ([`TunConfig::vnet`], on by default): every datagram read or written is preceded
+//!   by a `struct virtio_net_hdr`, and the queue declares with `TUNSETOFFLOAD` that it takes
+//!   partial checksums and TCP super-packets (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 |
+//!   TUN_F_TSO_ECN`). The device then has TSO: the kernel routes a GSO or GRO super-packet of up
+//!   to 64 KiB into it whole instead of cutting it first, [`Frame::offload`] describes it (offsets
+//!   from the IP header), and writing it back with its description ([`TxFrame::offload`]) lets
+//!   the kernel route it onward whole. A packet whose checksum the kernel left partial is read with
+//!   `NEEDS_CSUM` (flagged `CSUM_NOT_READY`) and must be written back the same way. The buffers
+//!   then hold 64 KiB and the header each. Without vnet headers the kernel cuts super-packets and
+//!   completes checksums before the read, and every datagram fits the MTU.
 //! * The kernel has no batched read for TUN: [`Port::rx_batch`] reads one datagram per `read` until
 //!   `max` or `EAGAIN`, into a buffer pool allocated at open (`batch` buffers of at least the
 //!   interface MTU: a datagram longer than its buffer cannot be read whole, so the buffers are sized
-//!   from the MTU at open — raise the MTU only with a larger [`TunConfig::buf_size`]).
-//! * [`Tx::tx`] writes each datagram with one `write` (the kernel injects it into the host's stack as
-//!   if received on the interface); `flush` has nothing to do. A datagram the kernel refuses (not
-//!   IP, bad length) is counted in `tx_errors`; `EIO` (the interface is down) or `EAGAIN` drops the
-//!   rest of the batch into `tx_dropped`. Only a detached queue (`EBADFD`) is an error.
-//! * Frames carry no timestamp (`timestamp_ns` is 0) and no checksum facts.
+//!   from the MTU at open — raise the MTU only with a larger [`TunConfig::buf_size`]). A datagram the
+//!   kernel cannot describe with a vnet header (`EINVAL` from the read: a GSO kind TUN does not
+//!   carry) is lost and counted in `rx_dropped`.
+//! * [`Tx::tx`] writes each datagram (after its vnet header) with one `write`/`writev` (the kernel
+//!   injects it into the host's stack as if received on the interface); `flush` has nothing to do.
+//!   A datagram the kernel refuses (not IP, bad length, a vnet header that does not fit it) is
+//!   counted in `tx_errors`; `EIO` (the interface is down) or `EAGAIN` drops the rest of the batch
+//!   into `tx_dropped`. Only a detached queue (`EBADFD`) is an error.
+//! * Frames carry no timestamp (`timestamp_ns` is 0); their checksum facts are the vnet header's.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::port::{Frame, Link, Port, PortError, PortStats, RxFlags, Tx, MAX_BATCH};
+use super::port::{Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH, VNET_HDR_LEN};
 use super::sys;
 
-/// Buffer pool of one [`TunQueue`].
+/// The largest IP datagram, what a buffer must hold with vnet headers (super-packets).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Buffer pool and offloads of one [`TunQueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunConfig {
     /// Buffers per queue: the most datagrams one `rx_batch` returns.
     pub batch: usize,
-    /// Size of each buffer; raised to the interface's MTU at open if smaller.
+    /// Size of each buffer; raised to the interface's MTU at open if smaller (with `vnet`, to the
+    /// largest datagram and its header).
     pub buf_size: usize,
+    /// Vnet headers and offloads (`IFF_VNET_HDR`, `TUNSETOFFLOAD`): super-packets pass whole.
+    pub vnet: bool,
 }
 
 impl Default for TunConfig {
-    /// 64 buffers of 2 KiB (room for a 1500-byte MTU).
+    /// 64 buffers, vnet headers on (so 64 KiB each: 4 MiB a queue).
     fn default() -> Self {
-        TunConfig { batch: 64, buf_size: 2048 }
+        TunConfig { batch: 64, buf_size: 2048, vnet: true }
     }
 }
 
@@ -51,10 +71,14 @@ impl Tun {
         Tun::open_with(name, queues, &TunConfig::default())
     }
 
-    /// As [`Tun::open`], with the buffer pool `cfg`.
+    /// As [`Tun::open`], with the buffer pool and offloads `cfg`.
     pub fn open_with(name: &str, queues: usize, cfg: &TunConfig) -> Result<Vec<TunQueue>, PortError> {
         let mut out = Vec::with_capacity(queues);
         let mut ifname = name.to_owned();
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+        if cfg.vnet {
+            flags |= libc::IFF_VNET_HDR;
+        }
         for _ in 0..queues.max(1) {
             let file = OpenOptions::new()
                 .read(true)
@@ -62,13 +86,18 @@ impl Tun {
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open("/dev/net/tun")
                 .map_err(|e| PortError::new(&ifname, "opening /dev/net/tun", e))?;
-            ifname =
-                sys::tun_set_iff(file.as_raw_fd(), &ifname, libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE)
-                    .map_err(|e| PortError::new(&ifname, "attaching a queue (TUNSETIFF)", e))?;
+            ifname = sys::tun_set_iff(file.as_raw_fd(), &ifname, flags)
+                .map_err(|e| PortError::new(&ifname, "attaching a queue (TUNSETIFF)", e))?;
+            if cfg.vnet {
+                let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+                sys::tun_set_offload(file.as_raw_fd(), offloads)
+                    .map_err(|e| PortError::new(&ifname, "declaring offloads (TUNSETOFFLOAD)", e))?;
+            }
             out.push(file);
         }
         let mtu = sys::if_mtu(&ifname).map_err(|e| PortError::new(&ifname, "reading the MTU", e))? as usize;
-        let buf_size = cfg.buf_size.max(mtu);
+        let hdr = if cfg.vnet { VNET_HDR_LEN } else { 0 };
+        let buf_size = cfg.buf_size.max(mtu).max(if cfg.vnet { hdr + MAX_DATAGRAM } else { 0 });
         let batch = cfg.batch.clamp(1, MAX_BATCH);
         Ok(out
             .into_iter()
@@ -77,6 +106,7 @@ impl Tun {
                 file,
                 pool: vec![0; batch * buf_size],
                 buf_size,
+                hdr,
                 lens: Vec::with_capacity(batch),
                 stats: PortStats::default(),
             })
@@ -91,25 +121,35 @@ pub struct TunQueue {
     /// `batch` buffers of `buf_size` bytes, back to back.
     pool: Vec<u8>,
     buf_size: usize,
-    /// Lengths of the datagrams read into the pool in this batch.
+    /// The vnet header's length before every datagram: 0 without vnet headers.
+    hdr: usize,
+    /// Lengths of the datagrams (with their headers) read into the pool in this batch.
     lens: Vec<usize>,
     stats: PortStats,
 }
 
-/// The transmit half: the queue's descriptor and its counters.
+/// The transmit half: the queue's descriptor, whether it takes vnet headers, its counters.
 struct TunTx<'a> {
     file: &'a File,
+    vnet: bool,
     stats: &'a mut PortStats,
 }
 
 impl Tx for TunTx<'_> {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         let mut n = 0;
         for (i, f) in frames.iter().enumerate() {
-            match (&mut &*self.file).write(f) {
+            let written = if self.vnet {
+                let hdr = Offload { data_valid: false, ..f.offload }.encode();
+                sys::write_parts(self.file.as_raw_fd(), &[&hdr, f.data])
+            } else {
+                (&mut &*self.file).write(f.data)
+            };
+            match written {
                 Ok(_) => {
                     self.stats.tx_packets += 1;
-                    self.stats.tx_bytes += f.len() as u64;
+                    self.stats.tx_bytes += f.data.len() as u64;
+                    self.stats.tx_gso += u64::from(self.vnet && f.offload.gso.is_some());
                     n += 1;
                 }
                 // EIO: the interface is down.
@@ -132,8 +172,8 @@ impl Tx for TunTx<'_> {
 }
 
 impl Tx for TunQueue {
-    fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        TunTx { file: &self.file, stats: &mut self.stats }.tx(frames)
+    fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
+        TunTx { file: &self.file, vnet: self.hdr > 0, stats: &mut self.stats }.tx(frames)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -158,11 +198,19 @@ impl Port for TunQueue {
         let max = max.min(self.pool.len() / self.buf_size);
         self.lens.clear();
         let mut err = None;
-        for buf in self.pool.chunks_exact_mut(self.buf_size).take(max) {
-            match (&mut &self.file).read(buf) {
-                Ok(len) => self.lens.push(len),
+        let mut bufs = self.pool.chunks_exact_mut(self.buf_size).take(max);
+        let mut buf = bufs.next();
+        while let Some(b) = buf.as_deref_mut() {
+            match (&mut &self.file).read(b) {
+                Ok(len) if len < self.hdr => self.stats.rx_dropped += 1,
+                Ok(len) => {
+                    self.lens.push(len);
+                    buf = bufs.next();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                // A packet the kernel could not describe with a vnet header: dropped, next.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.hdr > 0 => self.stats.rx_dropped += 1,
                 Err(e) => {
                     err = Some(e);
                     break;
@@ -176,17 +224,30 @@ impl Port for TunQueue {
         let mut frames = [Frame::EMPTY; MAX_BATCH];
         for (i, (fr, &len)) in frames.iter_mut().zip(&self.lens).enumerate() {
             let start = i * self.buf_size;
-            *fr = Frame {
-                data: &self.pool[start..start + len],
-                wire_len: len as u32,
-                flags: RxFlags::empty(),
-                vlan: None,
-                timestamp_ns: 0,
+            let (offload, mut flags) = (Offload::NONE, RxFlags::empty());
+            let offload = if self.hdr > 0 {
+                let mut h = [0u8; VNET_HDR_LEN];
+                h.copy_from_slice(&self.pool[start..start + VNET_HDR_LEN]);
+                Offload::decode(&h).unwrap_or(offload)
+            } else {
+                offload
             };
+            if offload.gso.is_some() {
+                flags = flags.with(RxFlags::GSO);
+                self.stats.rx_gso += 1;
+            }
+            if offload.csum.is_some() {
+                flags = flags.with(RxFlags::CSUM_NOT_READY);
+            }
+            if offload.data_valid {
+                flags = flags.with(RxFlags::CSUM_VALID);
+            }
+            let data = &self.pool[start + self.hdr..start + len];
+            *fr = Frame { data, wire_len: data.len() as u32, flags, vlan: None, timestamp_ns: 0, offload };
             self.stats.rx_packets += 1;
-            self.stats.rx_bytes += len as u64;
+            self.stats.rx_bytes += data.len() as u64;
         }
-        f(&frames[..n], &mut TunTx { file: &self.file, stats: &mut self.stats });
+        f(&frames[..n], &mut TunTx { file: &self.file, vnet: self.hdr > 0, stats: &mut self.stats });
         // An error after some datagrams were read shows up again on the next call.
         Ok(n)
     }
@@ -277,7 +338,7 @@ mod tests {
             // The reply, written into the TUN, arrives at the socket as from 10.9.0.2:5353.
             let reply = PacketBuilder::v4(Ipv4Addr::new(10, 9, 0, 2), *local.ip()).udp(5353, local.port(), b"pong");
             // Not IP (version 0): the kernel refuses it with EINVAL.
-            assert_eq!(q.tx(&[&reply, &[0u8; 20]]).unwrap(), 1);
+            assert_eq!(q.tx_plain(&[&reply, &[0u8; 20]]).unwrap(), 1);
             q.flush().unwrap();
             let s = q.stats();
             assert_eq!((s.tx_packets, s.tx_bytes, s.tx_errors), (1, reply.len() as u64, 1));
@@ -291,7 +352,7 @@ mod tests {
     #[test]
     fn the_kernel_names_the_interface_and_buffers_follow_the_mtu() {
         in_netns(|| {
-            let queues = Tun::open_with("", 1, &TunConfig { batch: 4, buf_size: 100 }).unwrap();
+            let queues = Tun::open_with("", 1, &TunConfig { batch: 4, buf_size: 100, vnet: false }).unwrap();
             let q = &queues[0];
             assert!(q.name().starts_with("tun"), "{}", q.name());
             assert_eq!(q.buf_size, 1500);
@@ -299,7 +360,7 @@ mod tests {
             // The interface is down: datagrams written are dropped, not errors.
             let mut q = queues.into_iter().next().unwrap();
             let d = PacketBuilder::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)).udp(1, 2, b"x");
-            assert_eq!(q.tx(&[&d, &d]).unwrap(), 0);
+            assert_eq!(q.tx_plain(&[&d, &d]).unwrap(), 0);
             let s = q.stats();
             assert_eq!((s.tx_packets, s.tx_dropped, s.tx_errors), (0, 2, 0));
         });

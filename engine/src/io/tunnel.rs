@@ -49,9 +49,13 @@
 //!   has started, or create the device persistent beforehand with the flags ferrowall attaches
 //!   with: `ip tuntap add dev fw0 mode tun multi_queue`. A persistent device also keeps its
 //!   routes while ferrowall restarts, and the kernel drops what it routes into a TUN no one reads.
-//! * The kernel completes checksums and segments GSO packets before handing them to a TUN
-//!   without offloads, so every datagram read is one full, checksummed IP datagram of at most the
-//!   TUN's MTU; keep the MTU equal to the real interfaces' (1500 by default).
+//! * The TUN takes offloads (vnet headers, see [`super::tun`]): the kernel routes GSO and GRO
+//!   super-packets (TCP with offloads on) into it whole, and ferrowall filters and tracks each
+//!   once, as one packet, and writes it back whole with its description for the kernel to route
+//!   on; a checksum the kernel left partial stays partial (counted as verified, as the kernel's
+//!   conntrack skips `CHECKSUM_PARTIAL` packets). A super-packet whose vnet header does not
+//!   describe it is dropped (`gso_malformed`). Keep the MTU equal to the real interfaces' (1500
+//!   by default).
 //! * Addresses given on the `interface` line are added with rtnetlink (`RTM_NEWADDR`, as `ip
 //!   address replace`: one already there is kept, so a restart on a persistent device is fine).
 //!   They are optional: the set-up above needs none. Mind that packets the kernel routes into the
@@ -92,8 +96,8 @@ use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
 use proto::packet::{self, Packet};
 
 use super::config::{Config, Interface};
-use super::datapath::{DropReason, Shared};
-use super::port::{Port, PortError, Tx};
+use super::datapath::{completed, gso_of, DropReason, Shared};
+use super::port::{Offload, Port, PortError, RxFlags, Tx, TxFrame};
 use super::sys;
 use super::tun::{Tun, TunQueue};
 use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline, Worker, RX_BATCH};
@@ -239,7 +243,8 @@ impl Tunneling {
                 let now = shared.now();
                 let rules = shared.rules.load();
                 for f in frames {
-                    handle(shared, &rules, stats, now, iif, f.data, tx, &mut batch);
+                    batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
+                    handle(shared, &rules, stats, now, iif, f.data, f.offload, tx, &mut batch);
                 }
             })?;
             counters.publish(&batch);
@@ -251,8 +256,9 @@ impl Tunneling {
     }
 }
 
-/// One datagram read from TUN `iif`, through the rules and conntrack; what is accepted is written
-/// back through `tx`. Counted in `batch` as forwarded or dropped under its reason.
+/// One datagram read from TUN `iif` with its vnet header `offload`, through the rules and
+/// conntrack; what is accepted is written back through `tx` with the same header. Counted in
+/// `batch` as forwarded or dropped under its reason.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     shared: &Shared,
@@ -261,18 +267,25 @@ fn handle(
     now: Timestamp,
     iif: &str,
     datagram: &[u8],
+    offload: Offload,
     tx: &mut dyn Tx,
     batch: &mut Batch,
 ) {
     batch.rx += 1;
-    let p = match packet::parse_ip(datagram, 0) {
+    let mut p = match packet::parse_ip(datagram, 0) {
         Ok(p) => p,
         Err(e) => return batch.drop(DropReason::unparsable(e, datagram, 0)),
     };
+    if let Err(why) = gso_of(&offload, &p) {
+        return batch.drop(why);
+    }
+    // A checksum the kernel left partial (the egress finishes it) or verified: not verified again.
+    let partial = offload.csum.is_some();
+    p.l4_checksum_verified = partial || offload.data_valid;
     let meta = Meta { iif, oif: "" };
     let pre = rules.eval(Hook::Prerouting, &meta, &p, CtState::Untracked);
     let answer = |kind, stats: &mut Stats, batch: &mut Batch| {
-        reject(shared, rules, stats, now, datagram, &p, kind, &mut *tx, batch);
+        reject(shared, rules, stats, now, datagram, partial, &p, kind, &mut *tx, batch);
     };
     if !passes(Hook::Prerouting, pre.verdict, None, stats, batch, answer) {
         return;
@@ -280,19 +293,22 @@ fn handle(
     let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, datagram, &p, stats) };
     let d = rules.eval(Hook::Forward, &meta, &p, t.state);
     let answer = |kind, stats: &mut Stats, batch: &mut Batch| {
-        reject(shared, rules, stats, now, datagram, &p, kind, &mut *tx, batch);
+        reject(shared, rules, stats, now, datagram, partial, &p, kind, &mut *tx, batch);
     };
     if !forward_verdict(shared, now, &d, &mut t, stats, batch, answer) {
         return;
     }
-    // The port counts what the kernel refuses; a failing device shows up at the next read.
-    match tx.tx(&[datagram]) {
+    // Back unchanged, with its vnet header (a super-packet whole, a partial checksum partial). The
+    // port counts what the kernel refuses; a failing device shows up at the next read.
+    let offload = Offload { data_valid: false, ..offload };
+    match tx.tx(&[TxFrame { data: datagram, offload }]) {
         Ok(1) => batch.forwarded += 1,
         _ => batch.drop(DropReason::TxFailed),
     }
 }
 
-/// `reject` of `datagram`: its answer, tracked and through the `output` chain, into the TUN.
+/// `reject` of `datagram` (its checksum `partial` or not): its answer, tracked and through the
+/// `output` chain, into the TUN.
 #[allow(clippy::too_many_arguments)]
 fn reject(
     shared: &Shared,
@@ -300,11 +316,20 @@ fn reject(
     stats: &mut Stats,
     now: Timestamp,
     datagram: &[u8],
+    partial: bool,
     p: &Packet,
     kind: Reject,
     tx: &mut dyn Tx,
     batch: &mut Batch,
 ) {
+    // The kernel's `nf_reject` takes a partial checksum for good; ours verifies: complete it.
+    let fixed;
+    let datagram = if partial {
+        fixed = completed(datagram, p);
+        &fixed[..]
+    } else {
+        datagram
+    };
     let answer = match kind {
         Reject::TcpReset => icmp::tcp_reset(datagram),
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => icmp::port_unreachable(datagram, destination(p)),
@@ -323,7 +348,7 @@ fn reject(
     if shared.ct.confirm(&mut t, stats).is_err() {
         return batch.originate_drop(DropReason::CtTableFull);
     }
-    match tx.tx(&[&answer]) {
+    match tx.tx_plain(&[&answer]) {
         Ok(1) => batch.originated += 1,
         _ => batch.originate_drop(DropReason::TxFailed),
     }
@@ -340,13 +365,14 @@ mod tests {
     use crate::conntrack::{self, Conntrack};
     use crate::timeouts::Registry;
 
-    /// What the worker wrote into the TUN.
+    /// What the worker wrote into the TUN, and the vnet headers it wrote them with.
     #[derive(Default)]
-    struct Sink(Vec<Vec<u8>>);
+    struct Sink(Vec<Vec<u8>>, Vec<Offload>);
 
     impl Tx for Sink {
-        fn tx(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-            self.0.extend(frames.iter().map(|f| f.to_vec()));
+        fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
+            self.0.extend(frames.iter().map(|f| f.data.to_vec()));
+            self.1.extend(frames.iter().map(|f| f.offload));
             Ok(frames.len())
         }
 
@@ -379,7 +405,7 @@ chain forward {
         let (mut sink, mut batch, mut stats) = (Sink::default(), Batch::default(), Stats::default());
         let rules = sh.rules.load();
         for d in datagrams {
-            handle(sh, &rules, &mut stats, Timestamp::from_secs(1), "fw0", d, &mut sink, &mut batch);
+            handle(sh, &rules, &mut stats, Timestamp::from_secs(1), "fw0", d, Offload::NONE, &mut sink, &mut batch);
         }
         (sink.0, batch)
     }
@@ -411,7 +437,8 @@ chain forward {
         // Another interface's datagram (a second TUN the rules do not accept) is dropped too.
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
         let d = PacketBuilder::v4(CLI, SRV).udp(1, 2, b"x");
-        handle(&sh, &sh.rules.load(), &mut st, Timestamp::from_secs(1), "fw1", &d, &mut sink, &mut batch);
+        let rules = sh.rules.load();
+        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw1", &d, Offload::NONE, &mut sink, &mut batch);
         assert!(sink.0.is_empty() && batch.dropped == 1);
     }
 
@@ -442,5 +469,38 @@ chain forward {
         let L4::Icmpv6(i) = unreach.l4 else { panic!("not ICMPv6: {unreach:?}") };
         assert_eq!((i.ty, i.code), (1, 4), "port unreachable");
         assert_eq!(sh.ct.len(), 0, "neither the rejected flows nor the answers stay in the table");
+    }
+
+    #[test]
+    fn a_super_packet_is_tracked_once_and_written_back_whole_with_its_header() {
+        use super::super::port::PartialCsum;
+        use crate::gso::{Gso, GsoKind};
+        let sh = shared();
+        // As the kernel hands it over: the lengths of the whole, the checksum field partial.
+        let mut d = PacketBuilder::v4(CLI, SRV).tcp(4000, 7000, 1, 1, tcp_flags::ACK, 512, &[], &[7u8; 30_000]);
+        d[36..38].copy_from_slice(&[0x12, 0x34]);
+        let gso = Gso { kind: GsoKind::Tcp4, ecn: false, size: 1448, hdr_len: 40 };
+        let offload = Offload { gso: Some(gso), csum: Some(PartialCsum { start: 20, offset: 16 }), data_valid: false };
+        let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
+        let rules = sh.rules.load();
+        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &d, offload, &mut sink, &mut batch);
+        assert_eq!((sink.0, sink.1), (vec![d.clone()], vec![offload]), "whole, checksum still partial");
+        assert_eq!((batch.forwarded, batch.dropped, sh.ct.len()), (1, 0, 1));
+        // A header that does not describe the packet (TCP over IPv6 for an IPv4 packet).
+        let wrong = Offload { gso: Some(Gso { kind: GsoKind::Tcp6, ..gso }), ..offload };
+        let mut sink = Sink::default();
+        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &d, wrong, &mut sink, &mut batch);
+        assert!(sink.0.is_empty());
+        assert_eq!(batch.drops_of(DropReason::GsoMalformed), 1);
+        // A rejected SYN whose checksum the kernel left partial is answered all the same, as
+        // `nf_reject` takes a partial checksum for good.
+        let mut syn = PacketBuilder::v4(CLI, SRV).tcp(5000, 2223, 77, 0, tcp_flags::SYN, 1000, &[], &[]);
+        syn[36..38].copy_from_slice(&[0x12, 0x34]);
+        let partial = Offload { csum: Some(PartialCsum { start: 20, offset: 16 }), ..Offload::NONE };
+        let mut sink = Sink::default();
+        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &syn, partial, &mut sink, &mut batch);
+        assert_eq!(sink.0.len(), 1, "the reset");
+        let rst = parse_ip(&sink.0[0], 0).unwrap();
+        assert!(matches!(rst.l4, L4::Tcp(t) if t.flags & tcp_flags::RST != 0 && t.ack == 78), "{rst:?}");
     }
 }

@@ -24,7 +24,7 @@ use proto::packet::{Family, Packet};
 
 use super::afpacket::{AfPacket, AfPacketConfig, Fanout};
 use super::datapath::{DropReason, Shared, WorkerCounters};
-use super::port::{Port, PortError, Tx};
+use super::port::{Port, PortError, Tx, TxFrame};
 use crate::clock::Timestamp;
 use crate::conntrack::{Stats, Tracked};
 use crate::filter::{Decision, Hook, Reject, Verdict};
@@ -196,22 +196,23 @@ pub(super) fn open_afpacket_sets(
     Ok(sets)
 }
 
-/// Sends `frame` on port `to`: `this` is the port being received from (index `at`), whose own
-/// transmit side the batch callback lends; the others are split around it. Whether the port
-/// queued it.
+/// Sends `frame` (with its vnet header) on port `to`: `this` is the port being received from
+/// (index `at`), whose own transmit side the batch callback lends; the others are split around it.
+/// Whether the port queued it.
 pub(super) fn send(
     before: &mut [AfPacket],
     this: &mut dyn Tx,
     after: &mut [AfPacket],
     at: usize,
     to: usize,
-    frame: &[u8],
+    frame: TxFrame<'_>,
 ) -> bool {
+    let frames = [frame];
     let sent = match to {
-        t if t == at => this.tx(&[frame]),
-        t if t < at => before[t].tx(&[frame]),
+        t if t == at => this.tx(&frames),
+        t if t < at => before[t].tx(&frames),
         t => match after.get_mut(t - at - 1) {
-            Some(p) => p.tx(&[frame]),
+            Some(p) => p.tx(&frames),
             None => Ok(0),
         },
     };
@@ -223,6 +224,10 @@ pub(super) fn send(
 /// [`Batch::drop`].
 pub(super) struct Batch {
     pub(super) rx: u64,
+    /// GSO super-frames among the received frames (each also counted once in its outcome).
+    pub(super) rx_gso: u64,
+    /// Super-frames cut in software (their next hop unresolved, or their pieces to fragment).
+    pub(super) gso_segmented: u64,
     pub(super) forwarded: u64,
     pub(super) local: u64,
     /// Fragments taken into reassembly (the datagram they complete is counted when it goes).
@@ -240,6 +245,8 @@ impl Default for Batch {
     fn default() -> Batch {
         Batch {
             rx: 0,
+            rx_gso: 0,
+            gso_segmented: 0,
             forwarded: 0,
             local: 0,
             held: 0,

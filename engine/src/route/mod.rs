@@ -11,7 +11,7 @@
 //!   3. Router::route        local address / broadcast -> to us; else longest-prefix match;
 //!                           martians dropped; no route -> ICMP net unreachable
 //!   4a. to us:  rules input -> Router::local     echo requests answered (Forward::Reply)
-//!   4b. onward: rules forward -> Router::transmit
+//!   4b. onward: rules forward -> Router::transmit (Router::transmit_gso for a GSO super-packet)
 //!                           TTL/hop limit (time exceeded), MTU (frag needed / packet too big;
 //!                           IPv4 without DF is fragmented: Forward::Frames), TTL decrement,
 //!                           neighbour: Ethernet header rewritten in place (Forward::Transmit)
@@ -26,6 +26,13 @@
 //! scans fixed arrays, the neighbour read takes a shard read lock, the TTL is decremented with an
 //! incremental checksum update and the new Ethernet header is written over the old one (for a
 //! VLAN-tagged frame, 4 or 8 bytes later: [`Forward::Transmit`] gives the range to send).
+//!
+//! A GSO super-packet (`crate::gso`) is routed as one packet: its TTL is decremented once and it
+//! is passed on whole (`Forward::Transmit`), for the egress to cut. The MTU applies to the pieces
+//! it will be cut into, as Linux's `ip_exceeds_mtu`/`ip6_pkt_too_big` check GSO packets. Where it
+//! cannot go whole — its pieces must be fragmented (IPv4 without DF over a smaller MTU), or its
+//! next hop is not resolved yet (held packets are released as plain frames) — it is cut in
+//! software here and its pieces go as `Forward::Frames` or `Forward::Queued`, as fragments do.
 //!
 //! ICMP errors are built as Linux's `icmp_send`/`icmp6_send` ([`icmp::icmp_error`]) from the
 //! address of the interface the error leaves by (Linux's default, `icmp_errors_use_inbound_ifaddr
@@ -48,6 +55,7 @@ use proto::packet::{ethertype, parse_ethernet, parse_ip, Layer, Packet, ParseErr
 use proto::Family;
 
 use crate::clock::Timestamp;
+use crate::gso::{self, Gso};
 pub use icmp::{
     decrement_ttl, echo_reply, icmp_error, port_unreachable, reject_icmp, tcp_reset, IcmpKind, IcmpLimiter, IcmpLimits,
     TtlError,
@@ -382,6 +390,23 @@ impl Router {
     /// (answering with ICMP errors), decrements the TTL, resolves the next hop and rewrites the
     /// Ethernet header in place.
     pub fn transmit(&self, now: Timestamp, in_iface: usize, frame: &mut [u8], p: &Packet, hop: Hop) -> Forward {
+        self.transmit_gso(now, in_iface, frame, p, hop, None)
+    }
+
+    /// Step 4b for a packet that may be a GSO super-packet described by `gso` (`None`: a plain
+    /// packet, as [`Router::transmit`]). A super-packet whose pieces fit the next link goes on
+    /// whole when its next hop is known (`Forward::Transmit`: the caller sends it with its GSO
+    /// description); otherwise it is cut here (complete checksums) and its pieces are fragmented,
+    /// framed or held like fragments (`Forward::Frames`, `Forward::Queued`).
+    pub fn transmit_gso(
+        &self,
+        now: Timestamp,
+        in_iface: usize,
+        frame: &mut [u8],
+        p: &Packet,
+        hop: Hop,
+        gso: Option<&Gso>,
+    ) -> Forward {
         let Some(out) = self.ifaces.get(hop.iface) else { return Forward::Drop(DropReason::UnknownIface) };
         let (l3, end) = (p.l3_offset, p.end);
         if l3 > end || end > frame.len() {
@@ -393,7 +418,8 @@ impl Router {
         if p.ttl <= 1 {
             return self.error_or_drop(now, IcmpKind::TimeExceeded, &frame[l3..end], in_iface);
         }
-        let too_big = end - l3 > usize::from(out.mtu);
+        let ip_len = gso.map_or(end - l3, |g| g.segment_ip_len(p));
+        let too_big = ip_len > usize::from(out.mtu);
         if too_big && (p.family == Family::V6 || frame.get(l3 + 6).is_some_and(|b| b & 0x40 != 0)) {
             let mtu = u32::from(out.mtu);
             return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &frame[l3..end], in_iface);
@@ -402,13 +428,34 @@ impl Router {
             return Forward::Drop(DropReason::Malformed);
         }
         let next_hop = hop.next_hop;
+        let ip = join(p.family, &next_hop);
+        if let Some(g) = gso {
+            // Cut here when it cannot go whole: pieces to fragment, no room for an Ethernet
+            // header in place, or a next hop to resolve first (held packets go out plain).
+            let unresolved = !is_l3(out) && self.neighbours.lookup(out.id, ip).is_none();
+            if too_big || (l3 < 14 && !is_l3(out)) || unresolved {
+                let Some(pieces) = gso::segment(&frame[l3..end], g) else {
+                    return Forward::Drop(DropReason::Malformed);
+                };
+                let mut all = Vec::with_capacity(pieces.len());
+                for piece in pieces {
+                    match proto::build::fragment_to_mtu(&piece, usize::from(out.mtu)) {
+                        Some(frags) => all.extend(frags),
+                        // IPv6, or a piece the MTU check above let through: whole.
+                        None if piece.len() <= usize::from(out.mtu) => all.push(piece),
+                        None => return Forward::Drop(DropReason::Malformed),
+                    }
+                }
+                return self.send_pieces(now, out, next_hop, all);
+            }
+        }
         if too_big {
             return self.fragment(now, out, next_hop, &frame[l3..end]);
         }
         if is_l3(out) {
             return Forward::Transmit { iface: out.id, next_hop, start: l3, end };
         }
-        let mac = match self.neighbours.resolve(now, out, join(p.family, &next_hop), &frame[l3..end]) {
+        let mac = match self.neighbours.resolve(now, out, ip, &frame[l3..end]) {
             Resolve::Ready(mac) => mac,
             Resolve::Queued { request, .. } => return Forward::Queued { iface: out.id, request },
             Resolve::Dropped(why) => return Forward::Drop(DropReason::Neighbour(why)),
@@ -430,10 +477,18 @@ impl Router {
         let Some(frags) = proto::build::fragment_to_mtu(datagram, usize::from(out.mtu)) else {
             return Forward::Drop(DropReason::Malformed);
         };
+        self.send_pieces(now, out, next_hop, frags)
+    }
+
+    /// Datagrams that replace one (its fragments, or the pieces of a super-packet), each fitting
+    /// `out`'s MTU: framed, or held one by one while the next hop is resolved.
+    fn send_pieces(&self, now: Timestamp, out: &Iface, next_hop: [u8; 16], frags: Vec<Vec<u8>>) -> Forward {
         if is_l3(out) {
             return Forward::Frames { iface: out.id, frames: frags };
         }
-        let ip = join(Family::V4, &next_hop);
+        let family =
+            if frags.first().and_then(|f| f.first()).is_some_and(|b| b >> 4 == 6) { Family::V6 } else { Family::V4 };
+        let ip = join(family, &next_hop);
         match self.neighbours.resolve(now, out, ip, frags.first().map_or(&[][..], |f| &f[..])) {
             Resolve::Ready(mac) => {
                 Forward::Frames { iface: out.id, frames: frags.iter().map(|f| ethernet(mac, out.mac, f)).collect() }

@@ -380,3 +380,78 @@ proptest::proptest! {
         let _ = r.tick(t(5000));
     }
 }
+
+/// A TCP super-segment of `len` payload bytes through the router with a GSO description of
+/// `mss`-byte pieces, as the datapath hands it over; the outcome and the frame after it.
+fn transmit_super(r: &Router, now: Timestamp, b: PacketBuilder, len: usize, mss: u16) -> (Forward, Vec<u8>) {
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let d = b.tcp(40000, 80, 5000, 1, proto::packet::tcp_flags::ACK, 512, &[], &payload);
+    let mut f = ethernet(R0, HOST0, &d);
+    let Rx::Ip(p) = r.receive(now, 0, &f) else { panic!("not IP") };
+    let kind = if p.family == Family::V4 { crate::gso::GsoKind::Tcp4 } else { crate::gso::GsoKind::Tcp6 };
+    let g = Gso { kind, ecn: false, size: mss, hdr_len: 0 };
+    let Routed::Forward(hop) = r.route(0, &p) else { panic!("not forwarded") };
+    let fw = r.transmit_gso(now, 0, &mut f, &p, hop, Some(&g));
+    (fw, f)
+}
+
+#[test]
+fn a_gso_super_packet_goes_whole_when_its_pieces_fit_and_its_next_hop_is_known() {
+    let r = router();
+    r.neighbours().insert(t(0), 1, "198.19.1.2".parse().unwrap(), HOST1);
+    // 40000 bytes, pieces of 20 + 20 + 1360 = 1400: whole, TTL decremented once, in place.
+    let (fw, f) = transmit_super(&r, t(1), from_host0("198.19.1.2").ttl(64), 40_000, 1360);
+    let Forward::Transmit { iface: 1, start: 0, end, .. } = fw else { panic!("{fw:?}") };
+    assert_eq!(end, f.len());
+    let p = parse_frame(&f).unwrap();
+    assert_eq!((p.ttl, p.end - p.l3_offset, &f[..6]), (63, 40_040, &HOST1[..]));
+    assert_eq!(checksum::internet(&f[14..34]), 0, "header checksum updated");
+    // Pieces of 1401 bytes do not fit eth1 (MTU 1400): with DF, too big, answered with the MTU.
+    let (fw, _) = transmit_super(&r, t(2), from_host0("198.19.1.2"), 40_000, 1361);
+    let Forward::Icmp(DropReason::TooBig, e) = fw else { panic!("{fw:?}") };
+    let q = parse_ip(&e, 0).unwrap();
+    assert!(matches!(q.l4, L4::Icmp(i) if i.ty == 3 && i.code == 4), "{q:?}");
+    assert_eq!(u16::from_be_bytes([e[26], e[27]]), 1400);
+    // IPv6 likewise: 40 + 20 + 1340 fits.
+    r.neighbours().insert(t(0), 1, "2001:2::2".parse().unwrap(), HOST1);
+    let (fw, _) = transmit_super(&r, t(3), from_host0_v6("2001:2::2"), 30_000, 1340);
+    assert!(matches!(fw, Forward::Transmit { iface: 1, .. }), "{fw:?}");
+    let (fw, _) = transmit_super(&r, t(4), from_host0_v6("2001:2::2"), 30_000, 1341);
+    assert!(matches!(fw, Forward::Icmp(DropReason::TooBig, _)), "{fw:?}");
+}
+
+#[test]
+fn a_gso_super_packet_is_cut_when_it_must_be_held_or_fragmented() {
+    let r = router();
+    // Next hop unknown: cut into complete pieces, held, released as plain frames.
+    let (fw, _) = transmit_super(&r, t(0), from_host0("198.19.1.2").ttl(64), 4_000, 1360);
+    let Forward::Queued { iface: 1, request: Some(_) } = fw else { panic!("{fw:?}") };
+    let Rx::Handled(out) = r.receive(t(5), 1, &arp_reply_from(HOST1, [198, 19, 1, 2], R1, [198, 19, 1, 1])) else {
+        panic!()
+    };
+    assert_eq!(out.len(), 3, "4000 bytes in 1360-byte pieces");
+    let mut seqs = Vec::new();
+    for o in &out {
+        let p = parse_frame(&o.frame).unwrap();
+        assert!(o.frame.len() - 14 <= 1400);
+        assert_eq!(p.ttl, 63);
+        assert_eq!(checksum::l4(p.family, &p.src, &p.dst, 6, &o.frame[34..], o.frame.len() - 34), 0);
+        let L4::Tcp(tcp) = p.l4 else { panic!() };
+        seqs.push(tcp.seq);
+    }
+    assert_eq!(seqs, [5000, 6360, 7720]);
+    // Without DF, pieces over the MTU are cut, then fragmented.
+    let payload = vec![9u8; 4000];
+    let mut d = from_host0("198.19.1.2").tcp(40000, 80, 1, 1, 0x10, 512, &[], &payload);
+    d[6] = 0;
+    d[10..12].fill(0);
+    let c = checksum::internet(&d[..20]);
+    d[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = ethernet(R0, HOST0, &d);
+    let Rx::Ip(p) = r.receive(t(6), 0, &f) else { panic!() };
+    let g = Gso { kind: crate::gso::GsoKind::Tcp4, ecn: false, size: 2000, hdr_len: 0 };
+    let Routed::Forward(hop) = r.route(0, &p) else { panic!() };
+    let Forward::Frames { iface: 1, frames } = r.transmit_gso(t(6), 0, &mut f, &p, hop, Some(&g)) else { panic!() };
+    assert_eq!(frames.len(), 4, "two pieces of 2040 bytes, two fragments each");
+    assert!(frames.iter().all(|f| f.len() - 14 <= 1400 && parse_frame(f).unwrap().fragment.is_some()));
+}
