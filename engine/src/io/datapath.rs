@@ -6,11 +6,12 @@
 //! loop. The conntrack table, the rule set (an `ArcSwap`, replaced whole on reload), the registry
 //! and the router (routes behind an `ArcSwap`, the neighbour cache) are shared.
 //!
-//! A received frame is borrowed from the ring; a packet that is forwarded is copied into the
-//! worker's scratch buffer, where the router rewrites its Ethernet header and TTL, and from there
-//! into the transmit ring. Frames whose checksum the sender left to offload (`CSUM_NOT_READY`)
-//! get it completed in the scratch copy before anything reads it: conntrack then verifies a real
-//! checksum, and the receiver gets one.
+//! A received frame is borrowed from the ring: it is parsed, filtered at prerouting and tracked
+//! there, a ring batch at a time ([`Conntrack::track_batch`]); a packet that is forwarded is then
+//! copied into the worker's scratch buffer, where the router rewrites its Ethernet header and TTL,
+//! and from there into the transmit ring. Frames whose checksum the sender left to offload
+//! (`CSUM_NOT_READY`) get it completed in the scratch copy (conntrack, like the kernel's, does
+//! not verify such a checksum, nor one the kernel reports verified), so the receiver gets one.
 //!
 //! **GSO super-frames** (peers with TSO/GSO on; the port's vnet header says how to cut one, see
 //! `crate::gso`) are one packet here: parsed, filtered and tracked once (conntrack sees one TCP
@@ -620,6 +621,13 @@ impl Pipeline for Routing {
 
 impl Routing {
     /// Receives and handles one batch from port `at`; returns how many frames it had.
+    ///
+    /// In two passes over the ring's batch, tracking the whole batch with
+    /// [`Conntrack::track_batch`] (whose prefetches overlap the packets' cache misses): first
+    /// every frame goes through the router's receive step and the prerouting rules, straight from
+    /// the ring; then conntrack tracks the IP packets in order, and each packet's verdict, routing
+    /// and transmission run as conntrack hands it over, before the next packet is tracked (a
+    /// flow's second packet finds the connection its first one confirmed).
     fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<usize> {
         let Routing { router, scratch } = self;
         let Worker { ports, shared, stats, .. } = w;
@@ -630,11 +638,35 @@ impl Routing {
         let n = port.rx_batch(RX_BATCH, &mut |frames, this| {
             let now = shared.now();
             let rules = shared.rules.load();
+            let iif = router.ifaces().get(at).map_or("", |i| i.name.as_str());
+            let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
+            // Pass 1: the IP packets to track; for each, its frame, GSO description and `notrack`.
+            let mut ip: Vec<(&[u8], Packet)> = Vec::with_capacity(frames.len());
+            let mut meta: Vec<(&Frame<'_>, Option<Gso>, bool)> = Vec::with_capacity(frames.len());
             for f in frames {
                 batch.rx += 1;
                 batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
-                let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
-                handle(shared, router, &rules, stats, scratch, now, at, f, &mut out, &mut batch, &mut originate_later);
+                if let Some((p, gso, notrack)) = receive(router, &rules, now, at, iif, f, &mut out, &mut batch) {
+                    ip.push((f.data, p));
+                    meta.push((f, gso, notrack));
+                }
+            }
+            // Pass 2: runs of tracked packets through `track_batch`; untracked ones between them.
+            let cx = Cx { shared, router, rules: &rules, now, at, iif };
+            let mut after_track = |k: usize, t: Tracked, stats: &mut Stats| {
+                let (f, gso, _) = meta[k];
+                cx.handle(stats, scratch, f, ip[k].1, gso, t, &mut out, &mut batch, &mut originate_later);
+            };
+            let mut i = 0;
+            while i < ip.len() {
+                if meta[i].2 {
+                    after_track(i, Tracked::untracked(), stats);
+                    i += 1;
+                    continue;
+                }
+                let run = meta[i..].iter().position(|m| m.2).map_or(ip.len(), |r| i + r);
+                shared.ct.track_batch(now, &ip[i..run], stats, |k, t, stats| after_track(i + k, t, stats));
+                i = run;
             }
         })?;
         // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
@@ -763,22 +795,21 @@ fn reject_answer(
     }
 }
 
-/// One received frame, through the whole pipeline: counted in `batch` as forwarded, local or
-/// dropped under its reason. `out` sends a frame on a port and says whether the port took it.
+/// The first step of a received frame: the router's receive step (ARP and neighbour discovery
+/// are answered here, and count as local), the check of its GSO description, and the prerouting
+/// rules. Returns the IP packet to track, its GSO description and whether a rule said `notrack`;
+/// `None` when the frame's journey ended here (counted in `batch`).
 #[allow(clippy::too_many_arguments)]
-fn handle(
-    shared: &Shared,
+fn receive(
     router: &Router,
     rules: &RuleSet,
-    stats: &mut Stats,
-    scratch: &mut Vec<u8>,
     now: Timestamp,
     at: usize,
+    iif: &str,
     f: &Frame<'_>,
     out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
     batch: &mut Batch,
-    originate: &mut Vec<Vec<u8>>,
-) {
+) -> Option<(Packet, Option<Gso>, bool)> {
     let (frame, flags) = (f.data, f.flags);
     let mut p = match router.receive(now, at, frame) {
         Rx::Ip(p) => p,
@@ -788,62 +819,100 @@ fn handle(
             for f in frames {
                 out(f.iface, TxFrame::plain(&f.frame));
             }
-            return;
+            return None;
         }
-        Rx::Drop(why) => return batch.drop(DropReason::routed(why, frame)),
+        Rx::Drop(why) => {
+            batch.drop(DropReason::routed(why, frame));
+            return None;
+        }
     };
     let gso = match gso_of(&f.offload, &p) {
         Ok(g) => g,
-        Err(why) => return batch.drop(why),
+        Err(why) => {
+            batch.drop(why);
+            return None;
+        }
     };
-    // Work on a copy: the router rewrites headers in place, and a partial checksum is completed —
-    // but not a super-frame's, which stays partial for whoever cuts it.
-    scratch.clear();
-    scratch.extend_from_slice(frame);
-    if flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
-        complete_checksum(scratch, &p);
-    }
-    // A checksum the kernel verified (or one it left for us to complete, just done, or to the
-    // egress, a super-frame's) is not verified again by conntrack, as the kernel's own conntrack
-    // skips CHECKSUM_UNNECESSARY and CHECKSUM_PARTIAL packets.
+    // A checksum the kernel verified, one it left for us to complete (done in the copy that is
+    // forwarded), or a super-frame's, left to the egress, is not verified by conntrack, as the
+    // kernel's own conntrack skips CHECKSUM_UNNECESSARY and CHECKSUM_PARTIAL packets.
     p.l4_checksum_verified = flags.contains(RxFlags::CSUM_VALID) || flags.contains(RxFlags::CSUM_NOT_READY);
-    let ifaces = router.ifaces();
-    let iif = ifaces.get(at).map_or("", |i| i.name.as_str());
     let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
     if !matches!(pre.verdict, Verdict::Accept) {
-        return batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
+        batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
+        return None;
     }
-    let mut t = if pre.notrack { Tracked::untracked() } else { shared.ct.track(now, scratch, &p, stats) };
-    let datagram_range = p.l3_offset..p.end;
-    let decide = |hook: Hook, oif: &str, t: &Tracked| rules.eval(hook, &Meta { iif, oif }, &p, t.state);
-    match router.route(at, &p) {
-        Routed::Local { .. } | Routed::Broadcast => {
-            let d = decide(Hook::Input, "", &t);
-            match d.verdict {
-                Verdict::Accept => {
-                    let _ = shared.ct.confirm(&mut t, stats);
-                    batch.local += 1;
-                    match router.local(scratch, &p) {
-                        Forward::Reply(r) | Forward::Icmp(_, r) => originate.push(r),
-                        _ => {}
+    Some((p, gso, pre.notrack))
+}
+
+/// What every packet of a received batch shares.
+struct Cx<'a> {
+    shared: &'a Shared,
+    router: &'a Router,
+    rules: &'a RuleSet,
+    now: Timestamp,
+    /// The port (interface index) the batch came in on, and its name.
+    at: usize,
+    iif: &'a str,
+}
+
+impl Cx<'_> {
+    /// The rest of a received packet's journey once conntrack has classified it (`t`): routing,
+    /// the input or forward rules, confirmation, transmission. Counted in `batch` as forwarded,
+    /// local or dropped under its reason. `out` sends a frame on a port and says whether the port
+    /// took it.
+    #[allow(clippy::too_many_arguments)]
+    fn handle(
+        &self,
+        stats: &mut Stats,
+        scratch: &mut Vec<u8>,
+        f: &Frame<'_>,
+        p: Packet,
+        gso: Option<Gso>,
+        mut t: Tracked,
+        out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
+        batch: &mut Batch,
+        originate: &mut Vec<Vec<u8>>,
+    ) {
+        let Cx { shared, router, rules, now, at, iif } = *self;
+        // Work on a copy: the router rewrites headers in place, and a partial checksum is
+        // completed — but not a super-frame's, which stays partial for whoever cuts it.
+        scratch.clear();
+        scratch.extend_from_slice(f.data);
+        if f.flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
+            complete_checksum(scratch, &p);
+        }
+        let datagram_range = p.l3_offset..p.end;
+        let decide = |hook: Hook, oif: &str, t: &Tracked| rules.eval(hook, &Meta { iif, oif }, &p, t.state);
+        match router.route(at, &p) {
+            Routed::Local { .. } | Routed::Broadcast => {
+                let d = decide(Hook::Input, "", &t);
+                match d.verdict {
+                    Verdict::Accept => {
+                        let _ = shared.ct.confirm(&mut t, stats);
+                        batch.local += 1;
+                        match router.local(scratch, &p) {
+                            Forward::Reply(r) | Forward::Icmp(_, r) => originate.push(r),
+                            _ => {}
+                        }
+                    }
+                    Verdict::Drop => batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid)),
+                    Verdict::Reject(kind) => {
+                        batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid));
+                        let partial = gso.is_some();
+                        originate.extend(reject_answer(router, at, &scratch[datagram_range], partial, &p, kind));
                     }
                 }
-                Verdict::Drop => batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid)),
-                Verdict::Reject(kind) => {
-                    batch.drop(DropReason::rules(Hook::Input, d.verdict, t.invalid));
-                    let partial = gso.is_some();
-                    originate.extend(reject_answer(router, at, &scratch[datagram_range], partial, &p, kind));
-                }
             }
+            Routed::Forward(hop) => {
+                forward(shared, router, stats, scratch, now, at, &p, gso, hop, t, decide, out, batch, originate)
+            }
+            Routed::Unreachable => {
+                batch.drop(DropReason::NoRoute);
+                originate.extend(router.error(now, icmp::IcmpKind::NetUnreachable, &scratch[datagram_range], Some(at)));
+            }
+            Routed::Drop(why) => batch.drop(DropReason::routed(why, scratch)),
         }
-        Routed::Forward(hop) => {
-            forward(shared, router, stats, scratch, now, at, &p, gso, hop, t, decide, out, batch, originate)
-        }
-        Routed::Unreachable => {
-            batch.drop(DropReason::NoRoute);
-            originate.extend(router.error(now, icmp::IcmpKind::NetUnreachable, &scratch[datagram_range], Some(at)));
-        }
-        Routed::Drop(why) => batch.drop(DropReason::routed(why, scratch)),
     }
 }
 
