@@ -812,7 +812,7 @@ mod tests {
                 }
                 nap();
             }
-            // One more look at vb after several block timeouts: still no UDP datagram of its own.
+            // One more look at vb a few milliseconds later: still no UDP datagram of its own.
             for _ in 0..20 {
                 nap();
             }
