@@ -569,16 +569,8 @@ impl Port for AfPacket {
                 rx.stats.rx_truncated += 1;
             }
             let offload = header.and_then(|h| Offload::decode(&h)).unwrap_or(Offload::NONE);
-            if offload.gso.is_some() {
-                flags = flags.with(RxFlags::GSO);
-                rx.stats.rx_gso += 1;
-            }
-            if offload.csum.is_some() {
-                flags = flags.with(RxFlags::CSUM_NOT_READY);
-            }
-            if offload.data_valid {
-                flags = flags.with(RxFlags::CSUM_VALID);
-            }
+            flags = offload.rx_flags(flags);
+            rx.stats.rx_gso += u64::from(offload.gso.is_some());
             *frame = Frame {
                 data,
                 wire_len: h.tp_len,

@@ -322,7 +322,7 @@ impl Cx<'_> {
             // A super-frame's checksum is partial: completed in a copy for the reject's checks.
             let fixed;
             let frame = if gso.is_some() {
-                fixed = [&frame[..p.l3_offset], &completed(&frame[p.l3_offset..p.end], &p)].concat();
+                fixed = [&frame[..p.l3_offset], &completed(&frame[p.l3_offset..p.end], true, &p)].concat();
                 &fixed[..]
             } else {
                 frame

@@ -36,6 +36,7 @@
 //! or dropped under a reason of their own list.
 #![allow(clippy::disallowed_methods)] // the datapath's clock: Instant::now, here only
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -757,16 +758,19 @@ pub(crate) fn complete_checksum(frame: &mut [u8], p: &Packet) {
     frame[start + at..start + at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
-/// The IP datagram of `p` (`datagram`, cut from the buffer `p` was parsed from) with its partial
-/// L4 checksum completed, in a copy: what a reject of it must look at, since the kernel's
-/// `nf_reject` takes a `CHECKSUM_PARTIAL` packet's checksum for good where ours would verify the
-/// bytes (and its answer quotes them).
-pub(crate) fn completed(datagram: &[u8], p: &Packet) -> Vec<u8> {
+/// The IP datagram of `p` (`datagram`, cut from the buffer `p` was parsed from) with its L4
+/// checksum completed when it is `partial` (in a copy; as it is otherwise): what a reject of it
+/// must look at, since the kernel's `nf_reject` takes a `CHECKSUM_PARTIAL` packet's checksum for
+/// good where ours would verify the bytes (and its answer quotes them).
+pub(crate) fn completed<'a>(datagram: &'a [u8], partial: bool, p: &Packet) -> Cow<'a, [u8]> {
+    if !partial {
+        return Cow::Borrowed(datagram);
+    }
     let mut d = datagram.to_vec();
     let base = p.l3_offset;
     let q = Packet { l3_offset: 0, l4_offset: p.l4_offset - base, end: p.end - base, ..*p };
     complete_checksum(&mut d, &q);
-    d
+    Cow::Owned(d)
 }
 
 /// The answer a `reject` sends for `datagram` (an IP datagram, its checksum `partial` or not),
@@ -779,13 +783,7 @@ fn reject_answer(
     p: &Packet,
     kind: Reject,
 ) -> Option<Vec<u8>> {
-    let fixed;
-    let datagram = if partial {
-        fixed = completed(datagram, p);
-        &fixed[..]
-    } else {
-        datagram
-    };
+    let datagram = &completed(datagram, partial, p)[..];
     match kind {
         Reject::TcpReset => icmp::tcp_reset(datagram),
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => {

@@ -188,6 +188,22 @@ impl Offload {
     /// Nothing to tell: checksums complete, one packet.
     pub const NONE: Offload = Offload { gso: None, csum: None, data_valid: false };
 
+    /// `flags` with what this vnet header says of the frame: [`RxFlags::GSO`] for a super-frame,
+    /// [`RxFlags::CSUM_NOT_READY`] for a partial checksum (`NEEDS_CSUM`), [`RxFlags::CSUM_VALID`]
+    /// for a verified one (`DATA_VALID`).
+    pub fn rx_flags(&self, mut flags: RxFlags) -> RxFlags {
+        if self.gso.is_some() {
+            flags = flags.with(RxFlags::GSO);
+        }
+        if self.csum.is_some() {
+            flags = flags.with(RxFlags::CSUM_NOT_READY);
+        }
+        if self.data_valid {
+            flags = flags.with(RxFlags::CSUM_VALID);
+        }
+        flags
+    }
+
     /// Reads a vnet header; `None` for a GSO type this does not know (legacy UFO, or newer ones).
     pub fn decode(h: &[u8; VNET_HDR_LEN]) -> Option<Offload> {
         let u16_at = |r: std::ops::Range<usize>| u16::from_ne_bytes([h[r.start], h[r.start + 1]]);

@@ -232,16 +232,8 @@ impl Port for TunQueue {
             } else {
                 offload
             };
-            if offload.gso.is_some() {
-                flags = flags.with(RxFlags::GSO);
-                self.stats.rx_gso += 1;
-            }
-            if offload.csum.is_some() {
-                flags = flags.with(RxFlags::CSUM_NOT_READY);
-            }
-            if offload.data_valid {
-                flags = flags.with(RxFlags::CSUM_VALID);
-            }
+            flags = offload.rx_flags(flags);
+            self.stats.rx_gso += u64::from(offload.gso.is_some());
             let data = &self.pool[start + self.hdr..start + len];
             *fr = Frame { data, wire_len: data.len() as u32, flags, vlan: None, timestamp_ns: 0, offload };
             self.stats.rx_packets += 1;

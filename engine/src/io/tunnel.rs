@@ -323,13 +323,7 @@ fn reject(
     batch: &mut Batch,
 ) {
     // The kernel's `nf_reject` takes a partial checksum for good; ours verifies: complete it.
-    let fixed;
-    let datagram = if partial {
-        fixed = completed(datagram, p);
-        &fixed[..]
-    } else {
-        datagram
-    };
+    let datagram = &completed(datagram, partial, p)[..];
     let answer = match kind {
         Reject::TcpReset => icmp::tcp_reset(datagram),
         Reject::IcmpPortUnreachable | Reject::Icmpv6PortUnreachable => icmp::port_unreachable(datagram, destination(p)),
