@@ -378,22 +378,43 @@ fn wait_for_bytes(path: &Path, bytes: u64) {
 
 /// Waits (bounded) until the backup's conntrackd holds the transfer's connection, established,
 /// in its external cache (synchronised from the primary).
-fn wait_for_sync(backup: &Router) {
+/// The client ports of the established connections to the server that `table` (`conntrack -L`
+/// lines) holds.
+fn established_ports(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter(|l| l.contains("ESTABLISHED") && l.contains(&format!("dst={SERVER}")) && l.contains("dport=8080"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("sport=")).map(str::to_owned))
+        .collect()
+}
+
+/// The download's connection: the one established connection to the server in the primary's
+/// table that `before` (its ports, taken before the download started) does not name.
+fn new_connection(primary: &Router, before: &[String]) -> String {
+    let start = clock::now();
+    loop {
+        let now = established_ports(&ferroctl(&primary.d, "conntrack").stdout);
+        if let Some(p) = now.into_iter().find(|p| !before.contains(p)) {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the download is not in the primary's table");
+        clock::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the backup's external cache holds connection `sport` as established. (Any
+/// established connection would not do: the cache keeps those of a primary that failed.)
+fn wait_for_sync(backup: &Router, sport: &str) {
     let start = clock::now();
     loop {
         let out = backup.ask(&["-e"]);
-        if out
-            .stdout
-            .lines()
-            .any(|l| l.contains("ESTABLISHED") && l.contains(&format!("dst={SERVER}")) && l.contains("dport=8080"))
-        {
+        if established_ports(&out.stdout).iter().any(|p| p == sport) {
             return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the backup never learnt the connection: {out}\n{}",
-            backup.logs()
-        );
+        if start.elapsed() > Duration::from_secs(20) {
+            let stats = backup.ask(&["-s"]);
+            panic!("the backup never learnt connection {sport}: {out}\n{stats}\n{}", backup.logs());
+        }
         clock::sleep(Duration::from_millis(200));
     }
 }
@@ -460,9 +481,10 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     // The control first: the primary fails, the traffic moves, nothing is committed. The backup
     // sees the connection's next packets as new and drops them: the transfer dies.
     let got = a.d.dir.join("control");
+    let before = established_ports(&ferroctl(&a.d, "conntrack").stdout);
     let dl = slow_download(&mut bed, &c, &url, &got, "14", &a.d.dir.join("curl-control.log"));
     wait_for_bytes(&got, 1_500_000);
-    wait_for_sync(&b);
+    wait_for_sync(&b, &new_connection(&a, &before));
     a.rules(ESTABLISHED_ONLY);
     b.rules(ESTABLISHED_ONLY);
     a.fail(&mut bed);
@@ -483,9 +505,11 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     // With the commit: the transfer completes through the backup, whole.
     let got = a.d.dir.join("ha");
     let curl_log = a.d.dir.join("curl-ha.log");
+    let before = established_ports(&ferroctl(&a.d, "conntrack").stdout);
     let dl = slow_download(&mut bed, &c, &url, &got, "40", &curl_log);
     wait_for_bytes(&got, 1_500_000);
-    wait_for_sync(&b);
+    let sport = new_connection(&a, &before);
+    wait_for_sync(&b, &sport);
     a.rules(ESTABLISHED_ONLY);
     b.rules(ESTABLISHED_ONLY);
     // The rules bite: a new connection is refused.
@@ -498,7 +522,7 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     b.ask(&["-c"]);
     let table = ferroctl(&b.d, "conntrack").stdout;
     assert!(
-        table.lines().any(|l| l.contains("ESTABLISHED") && l.contains("dport=8080") && l.contains("[ASSURED]")),
+        table.lines().any(|l| l.contains("ESTABLISHED") && l.contains(&sport) && l.contains("[ASSURED]")),
         "the commit did not create the connection in the backup's table: {table}\n{}",
         b.logs()
     );
