@@ -1056,6 +1056,54 @@ mod tests {
     }
 
     #[test]
+    fn long_frames_come_through_the_socket_in_ring_order_and_a_batch_lends_at_most_the_copy_buffers() {
+        in_netns(|| {
+            veth();
+            ethtool(&["-K", "va", "tx", "on", "tso", "on", "gso", "on"]);
+            ethtool(&["-K", "vb", "gro", "off"]);
+            let mut a = AfPacket::open("va", &small_rings()).unwrap();
+            let mut b = AfPacket::open("vb", &small_rings()).unwrap();
+            // Twenty super-frames (each its own payload) between twenty short frames, none read
+            // until all are sent: more long frames than one batch has buffers for.
+            let mut sent = Vec::new();
+            for i in 0..20u32 {
+                let payload: Vec<u8> = (0..5000u32).map(|k| (k * 7 + i) as u8).collect();
+                let (f, offload) = super_frame(mac_of("vb"), &payload);
+                assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+                sent.push(f);
+                let short = frame(i)[..60].to_vec();
+                assert_eq!(a.tx_plain(&[&short]).unwrap(), 1);
+                a.flush().unwrap();
+                sent.push(short);
+            }
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut batches = Vec::new();
+            let end = deadline(10);
+            while got.len() < sent.len() && !expired(end) {
+                let mut long = 0;
+                let n = b
+                    .rx_batch(MAX_BATCH, &mut |fs, _| {
+                        for f in fs.iter().filter(|f| matches!(f.data.get(12..14), Some([8, 0]) | Some([0x88, 0xb5]))) {
+                            assert_eq!(f.data.len() as u32, f.wire_len, "whole, not truncated");
+                            long += usize::from(f.data.len() > 2048);
+                            got.push(f.data.to_vec());
+                        }
+                    })
+                    .unwrap();
+                if n == 0 {
+                    nap();
+                } else {
+                    batches.push(long);
+                }
+            }
+            assert!(got == sent, "{} of {} frames, or out of order", got.len(), sent.len());
+            assert!(batches.iter().all(|&l| l <= COPY_BUFFERS), "long frames per batch: {batches:?}");
+            assert!(batches.len() >= 3, "20 long frames need at least 3 batches of 8: {batches:?}");
+            assert_eq!(b.stats().rx_gso, 20);
+        });
+    }
+
+    #[test]
     fn vnet_headers_round_trip() {
         let (_, off) = super_frame([2; 6], &[0; 100]);
         let h = off.encode();
