@@ -87,17 +87,7 @@ class KernelFwd(System):
     def setup(self, tb, work, bins):
         self.tb = tb
         tb.router_addresses()
-        run(
-            [
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-            ],
-            ns=tb.r,
-        )
+        tb.kernel_forwarding()
 
 
 class KernelNft(KernelFwd):
@@ -297,17 +287,7 @@ class Ferrowall(System):
             # The kernel routes; policy routing sends what enters from either veth into fw0
             # (engine/src/io/tunnel.rs), a prohibit route behind it.
             tb.router_addresses()
-            run(
-                [
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv6.conf.all.forwarding=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                ],
-                ns=tb.r,
-            )
+            tb.kernel_forwarding()
             run(["ip", "-n", tb.r, "tuntap", "add", "dev", "fw0", "mode", "tun", "multi_queue"])
             run(["ip", "-n", tb.r, "link", "set", "fw0", "up"])
             run(["sysctl", "-qw", "net.ipv4.conf.fw0.rp_filter=0"], ns=tb.r)

@@ -239,6 +239,21 @@ class Testbed:
                 extra = ["nodad"] if ":" in addr else []
                 run(["ip", "-n", self.r, "addr", "add", addr, "dev", dev] + extra)
 
+    def kernel_forwarding(self):
+        """The router namespace's kernel forwards IPv4 and IPv6, without reverse-path filtering
+        (configurations where the kernel routes: kernel, nft, TUN)."""
+        run(
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+            ns=self.r,
+        )
+
     def quiet_router_stack(self):
         """The router namespace's own stack stays out of the way (configurations whose forwarder
         reads the ports through packet sockets: ferrowall's router and bridge, OVS): no

@@ -177,18 +177,24 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Sends one datagram gathered from `parts` (at most 4) without blocking and without `SIGPIPE`:
-/// a vnet header and the frame after it, with no copy to join them.
-pub(crate) fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+/// The iovecs describing `parts` (at most 4; `EINVAL` for more), for a gathering write or send.
+/// Only ever read through by the kernel: the pointers are not written.
+fn gather(parts: &[&[u8]]) -> io::Result<[libc::iovec; 4]> {
     let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
     let mut iov = [empty; 4];
     if parts.len() > iov.len() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     for (v, p) in iov.iter_mut().zip(parts) {
-        // The kernel only reads through `iov_base` for a send; the pointer is not written.
         *v = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
     }
+    Ok(iov)
+}
+
+/// Sends one datagram gathered from `parts` (at most 4) without blocking and without `SIGPIPE`:
+/// a vnet header and the frame after it, with no copy to join them.
+pub(crate) fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = gather(parts)?;
     // SAFETY: msghdr is integers and pointers; all-zero (no name, no control) is valid.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
@@ -294,15 +300,7 @@ pub(crate) fn tun_set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> 
 /// Writes one datagram gathered from `parts` (at most 4) with one `writev`: a vnet header and the
 /// datagram after it, into a TUN queue.
 pub(crate) fn write_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
-    let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-    let mut iov = [empty; 4];
-    if parts.len() > iov.len() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    for (v, p) in iov.iter_mut().zip(parts) {
-        // writev only reads through `iov_base`.
-        *v = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
-    }
+    let iov = gather(parts)?;
     // `iov` holds `parts.len()` iovecs describing live slices, all live for the call.
     let n = syscall!(writev(fd, iov.as_ptr(), parts.len() as libc::c_int))?;
     Ok(n as usize)
