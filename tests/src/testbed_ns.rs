@@ -265,6 +265,67 @@ pub fn random_file(path: &Path, mb: u32) {
     assert_eq!(out.code, Some(0), "{out}");
 }
 
+/// An HTTP server of the files in a directory that sends each in 16 KB chunks at 256 KB/s, measured
+/// from the request's start, while [`PacedServer::release`] has not been called, then at full
+/// speed. A transfer is thus alive through every step a test takes while it runs (a restart, a
+/// failover), however slow the machine, and ends soon after the test lets it go. (curl's own
+/// `--limit-rate` lets a transfer run at about twice its rate: a 1 MB/s download of 8 MB could end
+/// before the failover it was meant to cross.)
+pub struct PacedServer {
+    go: std::path::PathBuf,
+}
+
+const PACED_SERVER: &str = r#"
+import http.server, os, sys, time
+DIR = sys.argv[1]
+RATE = 256 * 1024
+class Paced(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path = os.path.join(DIR, os.path.basename(self.path))
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self.send_error(404)
+            return
+        with f:
+            self.send_response(200)
+            self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+            self.end_headers()
+            start, sent = time.monotonic(), 0
+            while chunk := f.read(16384):
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                while not os.path.exists(os.path.join(DIR, ".go")):
+                    ahead = sent / RATE - (time.monotonic() - start)
+                    if ahead <= 0:
+                        break
+                    time.sleep(min(ahead, 0.05))
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), Paced).serve_forever()
+"#;
+
+impl PacedServer {
+    /// Writes the server's script into `dir`; the command (to run in the server's namespace) that
+    /// serves `dir` on `addr`:`port`, paced.
+    pub fn new(dir: &Path, addr: &str, port: u16) -> (PacedServer, Vec<String>) {
+        let script = dir.join(".paced_server.py");
+        std::fs::write(&script, PACED_SERVER).expect("writing the paced server");
+        let args = ["python3", &script.to_string_lossy(), &dir.to_string_lossy(), addr, &port.to_string()];
+        (PacedServer { go: dir.join(".go") }, args.map(str::to_owned).to_vec())
+    }
+
+    /// Lets the transfers run at full speed, from their next chunk on.
+    pub fn release(&self) {
+        std::fs::write(&self.go, "").expect("releasing the paced server");
+    }
+
+    /// Paces the transfers again.
+    pub fn hold(&self) {
+        let _ = std::fs::remove_file(&self.go);
+    }
+}
+
 /// `ferroctl <what> --socket <the daemon's socket>`, which must succeed.
 pub fn ferroctl(d: &Daemon, what: &str) -> Out {
     let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);

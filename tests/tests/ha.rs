@@ -12,8 +12,8 @@
 //!                 198.18.2.0/24   rb (backup)    198.19.2.0/24
 //! ```
 //!
-//! The client (198.18.0.10) downloads a file from the server (198.19.0.10) through the primary, at
-//! 1 MB/s. Both routers then drop every packet that is not `established`; the primary stops
+//! The client (198.18.0.10) downloads a file from the server (198.19.0.10) through the primary, paced
+//! at 256 KB/s until the failover is done. Both routers then drop every packet that is not `established`; the primary stops
 //! (ferrowall and its conntrackd, as a failed machine would); the traffic moves to the backup (the
 //! client's and the server's routes change, as a virtual address moving would make them); the
 //! backup's conntrackd commits its external cache into its ferrowall (`conntrackd -c`, through the
@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrowall_tests::daemon::{bins, run, unique, Daemon, Out};
-use ferrowall_tests::testbed_ns::{ferroctl, ip, random_file, sha256, LIMIT};
+use ferrowall_tests::testbed_ns::{ferroctl, ip, random_file, sha256, PacedServer, LIMIT};
 use ferrowall_tests::{clock, cmd};
 
 /// The client's and the server's addresses (on their loopback: reachable through either router).
@@ -345,26 +345,10 @@ fn require_root_and_tools() {
     }
 }
 
-/// Downloads `url` from namespace `ns` at 1 MB/s in the background into `to`, within `max_secs`.
-fn slow_download(bed: &mut Bed, ns: &str, url: &str, to: &Path, max_secs: &str, log: &Path) -> usize {
+/// Downloads `url` from namespace `ns` in the background into `to`, within `max_secs`.
+fn download(bed: &mut Bed, ns: &str, url: &str, to: &Path, max_secs: &str, log: &Path) -> usize {
     let to = to.to_string_lossy().into_owned();
-    bed.spawn(
-        Command::new("ip").args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "-m",
-            max_secs,
-            "--limit-rate",
-            "1M",
-            "-o",
-            &to,
-            url,
-        ]),
-        log,
-    )
+    bed.spawn(Command::new("ip").args(["netns", "exec", ns, "curl", "-sS", "-m", max_secs, "-o", &to, url]), log)
 }
 
 /// Waits (bounded) until `path` holds at least `bytes` bytes.
@@ -443,33 +427,18 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     b.start_conntrackd(&mut bed);
     a.start_conntrackd(&mut bed);
 
-    // The server: 8 MB of random bytes over HTTP.
+    // The server: 8 MB of random bytes, paced, and a few bytes to probe it with.
     let blob = a.d.dir.join("blob");
     random_file(&blob, 8);
     let want = sha256(&blob);
-    let dir = a.d.dir.to_string_lossy().into_owned();
-    let s = bed.s.clone();
-    let c = bed.c.clone();
-    let server_log = a.d.dir.join("http.log");
-    bed.spawn(
-        Command::new("ip").args([
-            "netns",
-            "exec",
-            &s,
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            SERVER,
-            "--directory",
-            &dir,
-        ]),
-        &server_log,
-    );
+    fs::write(a.d.dir.join("ping"), "ping\n").expect("writing the probe's file");
+    let (server, args) = PacedServer::new(&a.d.dir, SERVER, 8080);
+    let (s, c) = (bed.s.clone(), bed.c.clone());
+    bed.spawn(Command::new("ip").args(["netns", "exec", &s]).args(&args), &a.d.dir.join("http.log"));
     let url = format!("http://{SERVER}:8080/blob");
+    let ping = format!("http://{SERVER}:8080/ping");
     let start = clock::now();
-    while bed.exec(&c, &["curl", "-s", "-m", "2", "-r", "0-9", "-o", "/dev/null", &url]).code != Some(0) {
+    while bed.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", &ping]).code != Some(0) {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the server does not answer through the primary\n{}",
@@ -482,13 +451,16 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     // sees the connection's next packets as new and drops them: the transfer dies.
     let got = a.d.dir.join("control");
     let before = established_ports(&ferroctl(&a.d, "conntrack").stdout);
-    let dl = slow_download(&mut bed, &c, &url, &got, "14", &a.d.dir.join("curl-control.log"));
-    wait_for_bytes(&got, 1_500_000);
+    let dl = download(&mut bed, &c, &url, &got, "14", &a.d.dir.join("curl-control.log"));
+    wait_for_bytes(&got, 1_000_000);
     wait_for_sync(&b, &new_connection(&a, &before));
     a.rules(ESTABLISHED_ONLY);
     b.rules(ESTABLISHED_ONLY);
     a.fail(&mut bed);
     bed.via("b");
+    // Were the connection still carried, the rest would now come at full speed, well within curl's
+    // limit.
+    server.release();
     let finished = wait_child(&mut bed, dl, Duration::from_secs(30));
     assert!(!finished, "without the commit the transfer should not survive the failover\n{}\n{}", a.logs(), b.logs());
     let table = ferroctl(&b.d, "conntrack").stdout;
@@ -501,13 +473,14 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     a.rules(&open_rules("a-cli"));
     b.rules(&open_rules("b-cli"));
     bed.via("a");
+    server.hold();
 
     // With the commit: the transfer completes through the backup, whole.
     let got = a.d.dir.join("ha");
     let curl_log = a.d.dir.join("curl-ha.log");
     let before = established_ports(&ferroctl(&a.d, "conntrack").stdout);
-    let dl = slow_download(&mut bed, &c, &url, &got, "40", &curl_log);
-    wait_for_bytes(&got, 1_500_000);
+    let dl = download(&mut bed, &c, &url, &got, "60", &curl_log);
+    wait_for_bytes(&got, 1_000_000);
     let sport = new_connection(&a, &before);
     wait_for_sync(&b, &sport);
     a.rules(ESTABLISHED_ONLY);
@@ -515,7 +488,10 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     // The rules bite: a new connection is refused.
     let out = bed.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", &url]);
     assert_ne!(out.code, Some(0), "a new connection passed the established-only rules");
+    let primary_table = ferroctl(&a.d, "conntrack").stdout;
     a.fail(&mut bed);
+    let external = b.ask(&["-e"]).stdout;
+    println!("download {sport}\nprimary's table:\n{primary_table}\nbackup's external cache:\n{external}");
     // What keepalived's primary-backup.sh runs on the new primary: commit the external cache,
     // flush the caches, resynchronise with the kernel's (here ferrowall's) table, send a bulk
     // update; then the traffic arrives.
@@ -523,13 +499,17 @@ fn a_transfer_survives_failover_once_the_backup_commits() {
     let table = ferroctl(&b.d, "conntrack").stdout;
     assert!(
         table.lines().any(|l| l.contains("ESTABLISHED") && l.contains(&sport) && l.contains("[ASSURED]")),
-        "the commit did not create the connection in the backup's table: {table}\n{}",
+        "the commit did not create connection {sport} in the backup's table: {table}\n\
+         the primary's table before it failed:\n{primary_table}\nthe backup's external cache before the commit:\n{external}\n{}\n{}",
+        a.logs(),
         b.logs()
     );
     b.ask(&["-f"]);
     b.ask(&["-R"]);
     b.ask(&["-B"]);
     bed.via("b");
+    // The rest of the file at full speed, through the backup.
+    server.release();
     let ok = wait_child(&mut bed, dl, Duration::from_secs(60));
     let curl = fs::read_to_string(&curl_log).unwrap_or_default();
     assert!(ok, "the transfer broke over the failover: {curl}\n{}", b.logs());

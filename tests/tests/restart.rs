@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferrowall_tests::clock;
 use ferrowall_tests::daemon::Daemon;
-use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, Testbed};
+use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, PacedServer, Testbed};
 
 /// `nfct timeout list` and the TCP and UDP defaults, as the real nfct prints them.
 fn settings(d: &Daemon) -> String {
@@ -119,11 +119,10 @@ const OPEN: &str = "chain forward {\n  policy drop\n  ct state established,relat
 /// is dropped.
 const ESTABLISHED_ONLY: &str = "chain forward {\n  policy drop\n  ct state established accept\n}\n";
 
-/// Downloads `url` (rate-limited, so it spans the restart) in the background from namespace
-/// `ns`; the curl process.
-fn slow_download(ns: &str, url: &str, to: &std::path::Path, max_secs: &str) -> std::process::Child {
+/// Downloads `url` in the background from namespace `ns`; the curl process.
+fn download(ns: &str, url: &str, to: &std::path::Path, max_secs: &str) -> std::process::Child {
     Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "-m", max_secs, "--limit-rate", "1M", "-o"])
+        .args(["netns", "exec", ns, "curl", "-s", "-m", max_secs, "-o"])
         .arg(to)
         .arg(url)
         .stdout(Stdio::null())
@@ -149,49 +148,58 @@ fn a_graceful_restart_keeps_an_open_tcp_connection() {
     let blob = d.dir.join("blob");
     random_file(&blob, 6);
     let want = sha256(&blob);
-    let dir = d.dir.to_string_lossy().into_owned();
-    tb.spawn(&s, &["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", &dir]);
+    fs::write(d.dir.join("ping"), "ping\n").unwrap();
+    let (server, args) = PacedServer::new(&d.dir, "0.0.0.0", 8080);
+    tb.spawn(&s, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let url = "http://198.19.1.2:8080/blob";
-    // The server is up when a first (small-range) request gets through.
+    let ping = "http://198.19.1.2:8080/ping";
+    // The server is up when a first request gets through.
     let start = clock::now();
-    while tb.exec(&c, &["curl", "-s", "-m", "2", "-r", "0-9", "-o", "/dev/null", url]).code != Some(0) {
+    while tb.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", ping]).code != Some(0) {
         assert!(start.elapsed() < Duration::from_secs(20), "the server does not answer");
         clock::sleep(Duration::from_millis(200));
     }
 
-    // With the saved table: the transfer (6 MB at 1 MB/s) goes on through the restart.
+    // With the saved table: the transfer (6 MB, paced until the restart is over) goes on through
+    // the restart.
     let got = d.dir.join("got");
-    let mut dl = slow_download(&c, url, &got, "40");
+    let mut dl = download(&c, url, &got, "40");
     wait_for_bytes(&got, 500_000);
     fs::write(d.dir.join("fw.rules"), ESTABLISHED_ONLY).unwrap();
     ferroctl(&d, "reload");
     // The rule set bites: a new connection is refused.
-    let out = tb.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", url]);
+    let out = tb.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", ping]);
     assert_ne!(out.code, Some(0), "a new connection passed the established-only rules");
+    assert!(matches!(dl.try_wait(), Ok(None)), "the download ended before the restart it should cross");
     assert_eq!(d.stop(), Some(0), "{}", d.log());
     assert!(d.log().contains("saved ") && d.log().contains(" connections for the next start"), "{}", d.log());
     d.launch().unwrap();
     let log = d.log();
     let restored = log.lines().rev().find(|l| l.contains("ferrowall: restored ") && l.contains("connections"));
     assert!(restored.is_some_and(|l| !l.contains("restored 0 ")), "{log}");
+    server.release();
     let status = dl.wait().expect("curl");
     assert!(status.success(), "the transfer broke across the restart: {status}\n{}", d.log());
     assert_eq!(sha256(&got), want, "the download across the restart is corrupted");
-    let out = tb.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", url]);
+    let out = tb.exec(&c, &["curl", "-s", "-m", "2", "-o", "/dev/null", ping]);
     assert_ne!(out.code, Some(0), "after the restart, a new connection passed the established-only rules");
 
     // The control: the same, but the saved table is removed before the start. The connection's
     // next packets are picked up as new and dropped: the transfer cannot finish.
     fs::write(d.dir.join("fw.rules"), OPEN).unwrap();
     ferroctl(&d, "reload");
+    server.hold();
     let got2 = d.dir.join("got2");
-    let mut dl = slow_download(&c, url, &got2, "12");
+    let mut dl = download(&c, url, &got2, "12");
     wait_for_bytes(&got2, 500_000);
     fs::write(d.dir.join("fw.rules"), ESTABLISHED_ONLY).unwrap();
     ferroctl(&d, "reload");
     assert_eq!(d.stop(), Some(0), "{}", d.log());
     fs::remove_file(d.state_dir.join("conntrack")).expect("the saved table");
     d.launch().unwrap();
+    // Were the connection still carried, the rest would now come at full speed, well within
+    // curl's limit.
+    server.release();
     let status = dl.wait().expect("curl");
     assert!(!status.success(), "without the saved table the transfer should not survive: {}", d.log());
 }
