@@ -289,8 +289,6 @@ pub struct PortStats {
     pub rx_bytes: u64,
     /// Frames the kernel dropped because the ring was full (`tp_drops` of `PACKET_STATISTICS`).
     pub rx_dropped: u64,
-    /// Times the kernel found the ring full and froze it (`tp_freeze_q_cnt`).
-    pub rx_ring_full: u64,
     /// Frames delivered with only part of their bytes.
     pub rx_truncated: u64,
     /// GSO super-frames among the frames delivered.

@@ -170,6 +170,15 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     Ok(Received { len: n as usize, truncated: msg.msg_flags & libc::MSG_TRUNC != 0 })
 }
 
+/// Receives one frame from a packet socket without blocking (`packet_recvmsg` refuses flags it
+/// does not know, `MSG_CMSG_CLOEXEC` among them).
+pub(crate) fn recv_frame(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    // `buf` is live and the kernel writes at most `buf.len()` bytes of it.
+    let n = syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_TRUNC))?;
+    let len = n as usize;
+    Ok(Received { len: len.min(buf.len()), truncated: len > buf.len() })
+}
+
 /// Sends one datagram without blocking and without `SIGPIPE`.
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // `buf` is live and `send` reads at most `buf.len()` bytes of it.
@@ -221,8 +230,8 @@ pub(crate) fn setsockopt<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_i
     Ok(())
 }
 
-/// `PACKET_STATISTICS` for a `TPACKET_V3` socket: packets seen, drops and ring freezes since the
-/// previous call (the kernel resets the counters on every read).
+/// `PACKET_STATISTICS` of a packet socket: packets seen and drops since the previous call (the
+/// kernel resets the counters on every read; it fills `tp_freeze_q_cnt` for `TPACKET_V3` only).
 pub(crate) fn packet_statistics(fd: RawFd) -> io::Result<libc::tpacket_stats_v3> {
     let mut st = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
     let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
@@ -373,7 +382,7 @@ pub(crate) fn page_size() -> usize {
 pub(crate) trait Pod: Copy {}
 impl Pod for u16 {}
 impl Pod for u32 {}
-impl Pod for libc::tpacket3_hdr {}
+impl Pod for libc::tpacket2_hdr {}
 impl<const N: usize> Pod for [u8; N] {}
 
 /// A shared, read-write memory mapping of a descriptor (a packet ring), unmapped on drop.
