@@ -274,6 +274,9 @@ class Ferrowall(System):
             "max_connections = 262144",
             f"mode = {self.mode}",
         ]
+        # `FWCMP_BUSY_POLL=US` sets the workers' busy polling, to compare settings.
+        if os.environ.get("FWCMP_BUSY_POLL"):
+            lines.append(f"busy_poll = {int(os.environ['FWCMP_BUSY_POLL'])}")
         if self.mode == "router":
             tb.quiet_router_stack()
             lines += [

@@ -1,6 +1,7 @@
 //! Router mode over AF_PACKET, end to end: a client and a server namespace with ferrowall as the
 //! router between them (in a third namespace whose own kernel stack has no addresses), real
-//! traffic from real tools, the rule set enforcing a one-way policy.
+//! traffic from real tools, the rule set enforcing a one-way policy. Its workers busy-poll
+//! (`busy_poll = 50`), so that path carries the same traffic as the sleeping one of other tests.
 
 use std::process::Command;
 
@@ -12,6 +13,7 @@ interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
 timeout = short inet udp unreplied 5 replied 9
 rules = fw.rules
 workers = 2
+busy_poll = 50
 ";
 
 const RULES: &str = r#"chain forward {

@@ -97,7 +97,7 @@ use super::afpacket::AfPacket;
 use super::config::Config;
 use super::datapath::{complete_checksum, completed, gso_of, gso_offload, link_info, DropReason, Shared};
 use super::port::{Frame, Offload, Port, RxFlags, TxFrame};
-use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
+use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Served, Worker, RX_BATCH};
 use super::RunError;
 use crate::bridge::{is_valid_source, Egress, FdbConfig, Mac, MacTable};
 use crate::clock::Timestamp;
@@ -173,7 +173,7 @@ pub(crate) fn start(
 impl Pipeline for Bridging {
     type Port = AfPacket;
 
-    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &Registry) -> io::Result<bool> {
+    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &Registry) -> io::Result<Served> {
         worker::serve_all(w.ports.len(), |at| self.serve_port(w, at))
     }
 

@@ -13,6 +13,7 @@
 //! interface = veth-srv 198.19.1.1/24 2001:2:0:2::1/64
 //! route = 198.20.0.0/16 via 198.19.1.2   # static routes (connected ones come from the addresses)
 //! workers = 2                            # worker threads (default: one per core)
+//! busy_poll = 50                         # µs a worker keeps polling its rings after a frame (0: off)
 //! user = nobody                          # once the sockets are open, run as this user (name or uid)
 //! group = nogroup                        # ... with this group (default: the user's own group)
 //! ```
@@ -25,6 +26,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::timeouts::Declaration;
 
@@ -52,6 +54,9 @@ pub struct Config {
     pub routes: Vec<(usize, String)>,
     /// Worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    /// How long a worker keeps polling its rings after a frame before it sleeps until the next
+    /// (`busy_poll = MICROSECONDS`, at most 10 ms).
+    pub busy_poll: Duration,
     /// Who the daemon becomes once its sockets are open (`user`, `group`).
     pub run_as: Option<RunAs>,
 }
@@ -122,10 +127,14 @@ impl Default for Config {
             interfaces: Vec::new(),
             routes: Vec::new(),
             workers: None,
+            busy_poll: DEFAULT_BUSY_POLL,
             run_as: None,
         }
     }
 }
+
+/// The busy polling of a worker after a frame, unless configured.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 
 /// A refused configuration: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +248,10 @@ impl Config {
                 "workers" => match value.parse::<usize>() {
                     Ok(n) if (1..=256).contains(&n) => c.workers = Some(n),
                     _ => return Err(err(format!("workers must be between 1 and 256, not `{value}`"))),
+                },
+                "busy_poll" => match value.parse::<u64>() {
+                    Ok(us) if us <= 10_000 => c.busy_poll = Duration::from_micros(us),
+                    _ => return Err(err(format!("busy_poll must be microseconds from 0 to 10000, not `{value}`"))),
                 },
                 "user" => {
                     let (uid, gid, groups) = user_of(value).ok_or_else(|| err(format!("unknown user `{value}`")))?;
@@ -356,6 +369,11 @@ mod tests {
         assert_eq!(parse("port = eth0").unwrap_err().why, "unknown key `port`");
         assert_eq!(parse("mode = hub").unwrap_err().why, "mode must be router, tun or bridge, not `hub`");
         assert_eq!(parse("workers = 0").unwrap_err().line, 1);
+        assert_eq!(
+            parse("\nbusy_poll = 20000").unwrap_err().to_string(),
+            "/etc/ferrowall/ferrowall.conf:2: busy_poll must be microseconds from 0 to 10000, not `20000`"
+        );
+        assert_eq!(parse("busy_poll = -1").unwrap_err().line, 1);
         assert_eq!(parse("interface = a 198.18.0.1").unwrap_err().why, "`198.18.0.1` needs a prefix length (ADDR/LEN)");
         assert_eq!(parse("interface = a 198.18.0.1/33").unwrap_err().why, "bad prefix length in `198.18.0.1/33`");
         assert_eq!(parse("interface = a\ninterface = a").unwrap_err().line, 2);
@@ -367,6 +385,8 @@ mod tests {
         let c = parse("mode = bridge\ninterface = eth0 198.18.0.1/24 2001:2::1/64\ninterface = eth1\nroute = default via 198.18.0.254\nworkers = 2\n").unwrap();
         assert_eq!(c.mode, Mode::Bridge);
         assert_eq!(c.workers, Some(2));
+        assert_eq!(c.busy_poll, DEFAULT_BUSY_POLL);
+        assert_eq!(parse("busy_poll = 50").unwrap().busy_poll, Duration::from_micros(50));
         assert_eq!(c.interfaces.len(), 2);
         assert_eq!(c.interfaces[0].1.addrs, [("198.18.0.1".parse().unwrap(), 24), ("2001:2::1".parse().unwrap(), 64)]);
         assert_eq!(c.routes, [(4, "default via 198.18.0.254".to_owned())]);

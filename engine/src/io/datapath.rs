@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use mio::Registry as MioRegistry;
@@ -49,7 +49,7 @@ use proto::packet::{self, Layer, Packet, ParseError, L4};
 
 use super::afpacket::AfPacket;
 use super::port::{Frame, Offload, PartialCsum, Port, PortStats, RxFlags, Tx, TxFrame};
-use super::worker::{self, forward_verdict, Batch, Pipeline, Worker, RX_BATCH};
+use super::worker::{self, forward_verdict, Batch, Pipeline, Served, Worker, RX_BATCH};
 use crate::clock::Timestamp;
 use crate::conntrack::{Conntrack, CtState, Invalid, Stats, Tracked};
 use crate::defrag::DefragError;
@@ -72,6 +72,9 @@ pub struct Shared {
     pub ports: parking_lot::Mutex<BTreeMap<(String, usize), PortStats>>,
     /// Each worker's conntrack counters, by worker, refreshed at every tick.
     pub ct_stats: parking_lot::Mutex<BTreeMap<usize, Stats>>,
+    /// How long a worker keeps looking at its rings after a frame before it waits for the next
+    /// (`busy_poll`); zero: it waits at once.
+    pub busy_poll: Duration,
 }
 
 impl Shared {
@@ -85,6 +88,7 @@ impl Shared {
             workers: parking_lot::Mutex::new(Vec::new()),
             ports: parking_lot::Mutex::new(BTreeMap::new()),
             ct_stats: parking_lot::Mutex::new(BTreeMap::new()),
+            busy_poll: Duration::ZERO,
         }
     }
 
@@ -600,7 +604,7 @@ pub(crate) fn start(
 impl Pipeline for Routing {
     type Port = AfPacket;
 
-    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &MioRegistry) -> io::Result<bool> {
+    fn serve(&mut self, w: &mut Worker<AfPacket>, _: &MioRegistry) -> io::Result<Served> {
         worker::serve_all(w.ports.len(), |at| self.serve_port(w, at))
     }
 

@@ -218,7 +218,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             state_dir.state_path().display()
         );
     }
-    let shared = Arc::new(Shared::new(state.registry, state.ct, state.rules.unwrap_or_default()));
+    let mut shared = Shared::new(state.registry, state.ct, state.rules.unwrap_or_default());
+    shared.busy_poll = cfg.busy_poll;
+    let shared = Arc::new(shared);
     let stop = Arc::new(AtomicBool::new(false));
     let n = cfg.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let names = cfg.interfaces.iter().map(|(_, i)| i.name.as_str()).collect::<Vec<_>>().join(", ");

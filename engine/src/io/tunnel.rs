@@ -100,7 +100,7 @@ use super::datapath::{completed, gso_of, DropReason, Shared};
 use super::port::{Offload, Port, PortError, RxFlags, Tx, TxFrame};
 use super::sys;
 use super::tun::{Tun, TunQueue};
-use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline, Worker, RX_BATCH};
+use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline, Served, Worker, RX_BATCH};
 use super::RunError;
 use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
@@ -207,14 +207,17 @@ impl Pipeline for Tunneling {
     type Port = TunQueue;
     const EDGE_TRIGGERED: bool = true;
 
-    fn serve(&mut self, w: &mut Worker<TunQueue>, registry: &Registry) -> io::Result<bool> {
-        let mut busy = false;
+    fn serve(&mut self, w: &mut Worker<TunQueue>, registry: &Registry) -> io::Result<Served> {
+        let mut served = Served::default();
         for at in 0..w.ports.len() {
             if self.dead[at] {
                 continue;
             }
             match self.serve_queue(w, at) {
-                Ok(more) => busy |= more,
+                Ok(s) => {
+                    served.frames += s.frames;
+                    served.more |= s.more;
+                }
                 // The device was deleted (EBADFD): the other TUNs go on.
                 Err(e) => {
                     eprintln!("ferrowall: worker {}: {}: {e}; no longer read", w.id, self.names[at]);
@@ -228,15 +231,16 @@ impl Pipeline for Tunneling {
         if self.dead.iter().all(|&d| d) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "every TUN is gone"));
         }
-        Ok(busy)
+        Ok(served)
     }
 }
 
 impl Tunneling {
-    /// Reads and handles up to [`DRAIN`] batches from queue `at`; whether it may have more.
-    fn serve_queue(&mut self, w: &mut Worker<TunQueue>, at: usize) -> io::Result<bool> {
+    /// Reads and handles up to [`DRAIN`] batches from queue `at`.
+    fn serve_queue(&mut self, w: &mut Worker<TunQueue>, at: usize) -> io::Result<Served> {
         let Worker { ports, shared, stats, counters, .. } = w;
-        let (Some(q), Some(iif)) = (ports.get_mut(at), self.names.get(at)) else { return Ok(false) };
+        let mut served = Served::default();
+        let (Some(q), Some(iif)) = (ports.get_mut(at), self.names.get(at)) else { return Ok(served) };
         for _ in 0..DRAIN {
             let mut batch = Batch::default();
             let n = q.rx_batch(RX_BATCH, &mut |frames, tx| {
@@ -248,11 +252,13 @@ impl Tunneling {
                 }
             })?;
             counters.publish(&batch);
+            served.frames += n;
             if n == 0 {
-                return Ok(false);
+                return Ok(served);
             }
         }
-        Ok(true)
+        served.more = true;
+        Ok(served)
     }
 }
 

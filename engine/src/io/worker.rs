@@ -34,24 +34,33 @@ pub(super) const RX_BATCH: usize = 64;
 /// Batches served from one port per wake at most, so that a busy port does not starve the others.
 pub(super) const ROUNDS: usize = 8;
 
+/// What serving the ports once found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Served {
+    /// Frames received.
+    pub(super) frames: usize,
+    /// A port may have more waiting (it gave a full batch), which its readiness need not signal
+    /// again: the loop comes straight back instead of waiting.
+    pub(super) more: bool,
+}
+
 /// Serves each of `ports` ports with `serve_port` (one batch a call, returning its size) until it
-/// is empty or has had [`ROUNDS`] batches: the AF_PACKET modes serve every port on every wake
-/// (blocks retire on a timer, so readiness is coarse anyway). Busy while a port still had a full
-/// batch: the loop then comes straight back instead of waiting for readiness, which a ring with
-/// frames left in a block already handed over need not signal again.
-pub(super) fn serve_all(ports: usize, mut serve_port: impl FnMut(usize) -> io::Result<usize>) -> io::Result<bool> {
-    let mut busy = false;
+/// is empty or has had [`ROUNDS`] batches: the AF_PACKET modes serve every port on every wake.
+pub(super) fn serve_all(ports: usize, mut serve_port: impl FnMut(usize) -> io::Result<usize>) -> io::Result<Served> {
+    let mut served = Served::default();
     for at in 0..ports {
         for _ in 0..ROUNDS {
             let n = serve_port(at)?;
-            busy |= n == RX_BATCH;
+            served.frames += n;
+            served.more |= n == RX_BATCH;
             if n < RX_BATCH {
                 break;
             }
         }
     }
-    Ok(busy)
+    Ok(served)
 }
+
 /// How often a worker runs its timers.
 const TICK: Duration = Duration::from_millis(100);
 /// Expired connections a worker removes per tick, at most.
@@ -86,9 +95,9 @@ pub(super) trait Pipeline: Send + 'static {
     /// on every wake, at least every 20 ms.
     const EDGE_TRIGGERED: bool = false;
 
-    /// Serves the ports once; whether one may have more waiting. A port that failed may be
-    /// deregistered from `registry` (its token is its index).
-    fn serve(&mut self, w: &mut Worker<Self::Port>, registry: &Registry) -> io::Result<bool>;
+    /// Serves the ports once. A port that failed may be deregistered from `registry` (its token is
+    /// its index).
+    fn serve(&mut self, w: &mut Worker<Self::Port>, registry: &Registry) -> io::Result<Served>;
 
     /// The mode's timers, run at every tick before the conntrack sweep.
     fn tick(&mut self, _w: &mut Worker<Self::Port>, _now: Timestamp) {}
@@ -130,28 +139,45 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
     }
     let mut events = Events::with_capacity(64);
     let mut next_tick = Instant::now();
+    let spin = w.shared.busy_poll;
+    // When a frame last came in: for `spin` after it, the loop looks at the rings again without
+    // waiting (busy polling), so that the next frame of a conversation is not held up by a
+    // wake-up.
+    let mut last_frame = Instant::now();
     // Edge-triggered: datagrams may be queued already, so read before waiting.
     let mut busy = L::EDGE_TRIGGERED;
     while !stop.load(Ordering::Relaxed) {
-        let wait = match (busy, L::EDGE_TRIGGERED) {
-            (true, _) => Duration::ZERO,
-            (false, true) => next_tick.saturating_duration_since(Instant::now()),
-            (false, false) => POLL,
-        };
-        match poll.poll(&mut events, Some(wait.min(POLL))) {
-            Ok(()) => {}
-            // A signal for the daemon (a reload's SIGHUP) landed on this thread: not a reason to
-            // stop forwarding.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        let spinning = !busy && !spin.is_zero() && last_frame.elapsed() < spin;
+        if spinning {
+            std::hint::spin_loop();
+        } else {
+            let wait = match (busy, L::EDGE_TRIGGERED) {
+                (true, _) => Duration::ZERO,
+                (false, true) => next_tick.saturating_duration_since(Instant::now()),
+                (false, false) => POLL,
+            };
+            match poll.poll(&mut events, Some(wait.min(POLL))) {
+                Ok(()) => {}
+                // A signal for the daemon (a reload's SIGHUP) landed on this thread: not a reason
+                // to stop forwarding.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        busy = pipeline.serve(w, poll.registry())?;
-        if Instant::now() >= next_tick {
-            next_tick = Instant::now() + TICK;
+        let served = pipeline.serve(w, poll.registry())?;
+        busy = served.more;
+        let now = Instant::now();
+        if served.frames > 0 {
+            last_frame = now;
+        }
+        if now >= next_tick {
+            next_tick = now + TICK;
             tick(w, pipeline);
         }
-        for p in &mut w.ports {
-            let _ = p.flush();
+        if served.frames > 0 || !spinning {
+            for p in &mut w.ports {
+                let _ = p.flush();
+            }
         }
     }
     Ok(())
