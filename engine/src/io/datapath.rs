@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use mio::Registry as MioRegistry;
 use proto::packet::{self, Layer, Packet, ParseError, L4};
+use smallvec::SmallVec;
 
 use super::afpacket::AfPacket;
 use super::port::{Frame, Offload, PartialCsum, Port, PortStats, RxFlags, Tx, TxFrame};
@@ -646,8 +647,10 @@ impl Routing {
             let iif = router.ifaces().get(at).map_or("", |i| i.name.as_str());
             let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
             // Pass 1: the IP packets to track; for each, its frame, GSO description and `notrack`.
-            let mut ip: Vec<(&[u8], Packet)> = Vec::with_capacity(frames.len());
-            let mut meta: Vec<(&Frame<'_>, Option<Gso>, bool)> = Vec::with_capacity(frames.len());
+            // On the stack: a ring batch is at most RX_BATCH frames (with V2 slots often one), and
+            // the heap would cost two allocations a batch.
+            let mut ip: SmallVec<[(&[u8], Packet); RX_BATCH]> = SmallVec::new();
+            let mut meta: SmallVec<[(&Frame<'_>, Option<Gso>, bool); RX_BATCH]> = SmallVec::new();
             for f in frames {
                 batch.rx += 1;
                 batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
