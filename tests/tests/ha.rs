@@ -12,9 +12,9 @@
 //!                 198.18.2.0/24   rb (backup)    198.19.2.0/24
 //! ```
 //!
-//! The client (198.18.0.10) downloads a file from the server (198.19.0.10) through the primary, paced
-//! at 256 KB/s until the failover is done. Both routers then drop every packet that is not `established`; the primary stops
-//! (ferrowall and its conntrackd, as a failed machine would); the traffic moves to the backup (the
+//! The client (198.18.0.10) downloads a file from the server (198.19.0.10) through the primary,
+//! paced at 256 KB/s until the failover is done. Both routers then drop every packet that is not
+//! `established`; the primary stops (ferrowall and its conntrackd, as a failed machine would); the traffic moves to the backup (the
 //! client's and the server's routes change, as a virtual address moving would make them); the
 //! backup's conntrackd commits its external cache into its ferrowall (`conntrackd -c`, through the
 //! shim, as keepalived's `primary-backup.sh` does) and the transfer completes, whole, without a
@@ -360,8 +360,6 @@ fn wait_for_bytes(path: &Path, bytes: u64) {
     }
 }
 
-/// Waits (bounded) until the backup's conntrackd holds the transfer's connection, established,
-/// in its external cache (synchronised from the primary).
 /// The client ports of the established connections to the server that `table` (`conntrack -L`
 /// lines) holds.
 fn established_ports(table: &str) -> Vec<String> {
@@ -386,7 +384,8 @@ fn new_connection(primary: &Router, before: &[String]) -> String {
     }
 }
 
-/// Waits until the backup's external cache holds connection `sport` as established. (Any
+/// Waits (bounded) until the backup's external cache (synchronised from the primary) holds
+/// connection `sport` as established. (Any
 /// established connection would not do: the cache keeps those of a primary that failed.)
 fn wait_for_sync(backup: &Router, sport: &str) {
     let start = clock::now();

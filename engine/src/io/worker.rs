@@ -138,22 +138,23 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
         }
     }
     let mut events = Events::with_capacity(64);
-    let mut next_tick = Instant::now();
     let spin = w.shared.busy_poll;
-    // When a frame last came in: for `spin` after it, the loop looks at the rings again without
-    // waiting (busy polling), so that the next frame of a conversation is not held up by a
-    // wake-up.
-    let mut last_frame = Instant::now();
+    // Until when the loop looks at the rings again without waiting (busy polling): `spin` after
+    // the last frame came in, so that the next frame of a conversation is not held up by a
+    // wake-up. `now` is the loop's one clock read, taken after serving.
+    let mut now = Instant::now();
+    let mut spin_until = now;
+    let mut next_tick = now;
     // Edge-triggered: datagrams may be queued already, so read before waiting.
     let mut busy = L::EDGE_TRIGGERED;
     while !stop.load(Ordering::Relaxed) {
-        let spinning = !busy && !spin.is_zero() && last_frame.elapsed() < spin;
+        let spinning = !busy && now < spin_until;
         if spinning {
             std::hint::spin_loop();
         } else {
             let wait = match (busy, L::EDGE_TRIGGERED) {
                 (true, _) => Duration::ZERO,
-                (false, true) => next_tick.saturating_duration_since(Instant::now()),
+                (false, true) => next_tick.saturating_duration_since(now),
                 (false, false) => POLL,
             };
             match poll.poll(&mut events, Some(wait.min(POLL))) {
@@ -166,9 +167,9 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
         }
         let served = pipeline.serve(w, poll.registry())?;
         busy = served.more;
-        let now = Instant::now();
+        now = Instant::now();
         if served.frames > 0 {
-            last_frame = now;
+            spin_until = now + spin;
         }
         if now >= next_tick {
             next_tick = now + TICK;
