@@ -1,6 +1,7 @@
 //! Engine benchmarks on one core: parse + track (+ confirm for new connections), as a worker does.
 //!
-//! * `established/N`: ACK segments of established TCP connections picked at random among N.
+//! * `established/N`: ACK segments of established TCP connections picked at random among N, per
+//!   packet, batched, and batched with checksums verified on receipt (as a NIC or veth delivers).
 //! * `setup_teardown`: a TCP SYN that creates and confirms a connection, then the RST that ends it.
 //! * `mixed`: 90% established packets over 100k connections, 10% new UDP flows (confirmed).
 //!
@@ -97,8 +98,19 @@ impl Ring {
     }
 }
 
+/// How a benchmark hands packets to the table.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// `track_batch` rather than `track` per packet.
+    batched: bool,
+    /// The frames arrive with their TCP checksum already verified (`TP_STATUS_CSUM_VALID`, as a
+    /// NIC with receive checksum offload or a veth peer delivers them), so the tracker does not
+    /// verify it again, as the kernel does not for `CHECKSUM_UNNECESSARY`.
+    csum_verified: bool,
+}
+
 /// Times `iters` packets over random connections, per packet (`track`) or batched (`track_batch`).
-fn run_established(ct: &Conntrack, acks: &[Vec<u8>], rng: &mut SmallRng, iters: u64, batched: bool) -> Duration {
+fn run_established(ct: &Conntrack, acks: &[Vec<u8>], rng: &mut SmallRng, iters: u64, mode: Mode) -> Duration {
     let mut ring = Ring::new();
     let mut st = Stats::default();
     let mut total = Duration::ZERO;
@@ -108,10 +120,12 @@ fn run_established(ct: &Conntrack, acks: &[Vec<u8>], rng: &mut SmallRng, iters: 
         let parsed: Vec<(&[u8], proto::packet::Packet)> = (0..BATCH)
             .map(|k| {
                 let d = &ring.bufs[k][..ring.lens[k]];
-                (d, parse_ip(d, 0).expect("parses"))
+                let mut p = parse_ip(d, 0).expect("parses");
+                p.l4_checksum_verified = mode.csum_verified;
+                (d, p)
             })
             .collect();
-        if batched {
+        if mode.batched {
             ct.track_batch(NOW, &parsed, &mut st, |_, t, _| {
                 black_box(t.state);
             });
@@ -151,19 +165,23 @@ fn established(c: &mut Criterion) {
         // FERROWALL_BENCH_PACKETS=N: a fixed number of batched packets, without criterion, so
         // that `perf stat -e cycles:u,instructions:u` counts a known amount of work (cycles of
         // this process only: usable as a comparison while other jobs load the machine).
+        // FERROWALL_BENCH_CSUM_VERIFIED=1: as `batch_csum_verified` below.
         if let Some(count) = std::env::var("FERROWALL_BENCH_PACKETS").ok().and_then(|v| v.parse::<u64>().ok()) {
-            let took = run_established(&ct, &acks, &mut rng, count, true);
-            println!("established/{n}/batch: {count} packets, {:.1} ns/packet", took.as_nanos() as f64 / count as f64);
+            let csum_verified = std::env::var_os("FERROWALL_BENCH_CSUM_VERIFIED").is_some();
+            let took = run_established(&ct, &acks, &mut rng, count, Mode { batched: true, csum_verified });
+            let name = if csum_verified { "batch_csum_verified" } else { "batch" };
+            println!("established/{n}/{name}: {count} packets, {:.1} ns/packet", took.as_nanos() as f64 / count as f64);
             // Nothing else: the other groups' set-up would show in the profile.
             std::process::exit(0);
         }
         g.throughput(Throughput::Elements(1));
-        g.bench_function(format!("{n}/per_packet"), |b| {
-            b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, false))
-        });
-        g.bench_function(format!("{n}/batch"), |b| {
-            b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, true))
-        });
+        for (name, batched, csum_verified) in
+            [("per_packet", false, false), ("batch", true, false), ("batch_csum_verified", true, true)]
+        {
+            g.bench_function(format!("{n}/{name}"), |b| {
+                b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, Mode { batched, csum_verified }))
+            });
+        }
     }
     g.finish();
 }
@@ -300,7 +318,9 @@ fn hash_flood(c: &mut Criterion) {
             let mut rng = SmallRng::seed_from_u64(11);
             g.throughput(Throughput::Elements(1));
             g.bench_function(format!("{table}/{set}"), |b| {
-                b.iter_custom(|iters| run_established(&ct, &acks, &mut rng, iters, false))
+                b.iter_custom(|iters| {
+                    run_established(&ct, &acks, &mut rng, iters, Mode { batched: false, csum_verified: false })
+                })
             });
         }
     }

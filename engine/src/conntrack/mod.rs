@@ -35,7 +35,6 @@ pub mod tuple;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use proto::packet::{parse_quoted, Packet};
 
 use crate::clock::Timestamp;
@@ -221,6 +220,14 @@ const SHARDS: usize = 256;
 /// Packets tracked together by [`Conntrack::track_batch`]: enough misses in flight to cover
 /// memory latency, few enough that prefetched lines are still in cache when used.
 pub const BATCH: usize = 32;
+
+/// A shard's lock: a spin lock, because a packet holds it for a few hundred instructions and
+/// workers rarely meet on one of 256 shards. Taking it is one atomic read-modify-write and
+/// releasing it a plain store; `parking_lot::Mutex` releases with a second `lock cmpxchg`, a full
+/// fence on x86 that also held back the next packet's loads (measured in `bench/README.md`: 7–8%
+/// of an established packet). A waiter yields the CPU between looks, so a holder that was
+/// preempted is not spun against for a whole time slice.
+type Mutex<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 
 /// What the shard lock protects: the connections.
 struct Slab {
