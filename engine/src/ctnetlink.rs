@@ -312,7 +312,7 @@ pub fn object(ct: &Conntrack, c: &Conn, now: Timestamp, use_count: u32) -> Objec
         ProtoState::Stateless => ProtoInfo::None,
     };
     Object {
-        tuple: [wire_tuple(&c.tuple[0]), wire_tuple(&c.tuple[1])],
+        tuple: [wire_tuple(&c.orig), wire_tuple(&c.reply())],
         status,
         mark: c.mark,
         id: ct.conn_id(c),
@@ -347,17 +347,17 @@ pub fn event_message(ct: &Conntrack, ev: &Event, now: Timestamp) -> (u32, Vec<u8
 
 /// `ctnetlink_filter_match`.
 fn filter_match(f: &Filter, c: &Conn) -> bool {
-    if f.family != 0 && l3num(c.tuple[0].family) != f.family {
+    if f.family != 0 && l3num(c.orig.family) != f.family {
         return false;
     }
     // Every connection is in zone 0.
     if f.zone.is_some_and(|z| z != 0) {
         return false;
     }
-    if f.orig.is_some_and(|tf| !tf.matches(f.family, &wire_tuple(&c.tuple[0]))) {
+    if f.orig.is_some_and(|tf| !tf.matches(f.family, &wire_tuple(&c.orig))) {
         return false;
     }
-    if f.reply.is_some_and(|tf| !tf.matches(f.family, &wire_tuple(&c.tuple[1]))) {
+    if f.reply.is_some_and(|tf| !tf.matches(f.family, &wire_tuple(&c.reply()))) {
         return false;
     }
     let (mv, mm) = f.mark;
@@ -523,7 +523,7 @@ fn check_help(a: &CtAttrs<'_>) -> Result<(), Errno> {
 
 /// Applies `CTA_PROTOINFO` to a connection's tracker state (`ctnetlink_change_protoinfo`).
 fn apply_protoinfo(c: &mut Conn, nest: &[u8]) -> Result<(), Errno> {
-    match (wire::parse_protoinfo(nest, c.tuple[0].proto)?, &mut c.proto) {
+    match (wire::parse_protoinfo(nest, c.orig.proto)?, &mut c.proto) {
         (Some(ProtoInfoReq::Tcp(i)), ProtoState::Tcp(s)) => {
             s.apply_netlink(i.state.and_then(TcpState::from_code), i.flags, i.wscale);
         }
@@ -597,7 +597,7 @@ fn create(ct: &Conntrack, now: Timestamp, a: &CtAttrs<'_>, orig: Tuple, reply: T
         _ => ProtoState::Stateless,
     };
     let mut c = Conn {
-        tuple: [orig, reply],
+        orig,
         status: Status(st::CONFIRMED | VIA_NETLINK.0),
         mark: 0,
         start: now,

@@ -38,17 +38,17 @@ fn tuple(out: &mut String, t: &Tuple) {
 /// One `conntrack -L` line for `c` as seen at `now` (no trailing newline).
 pub fn conntrack_line(c: &Conn, now: Timestamp) -> String {
     let mut out = String::with_capacity(200);
-    let t = &c.tuple[0];
+    let t = &c.orig;
     let _ = write!(out, "{:<8} {} {} ", Proto::name_of(t.proto), t.proto, c.expires.secs_left(now));
     if let Some(s) = c.proto.name() {
         out.push_str(s);
         out.push(' ');
     }
-    tuple(&mut out, &c.tuple[0]);
+    tuple(&mut out, &c.orig);
     if !c.status.contains(Status::SEEN_REPLY) {
         out.push_str("[UNREPLIED] ");
     }
-    tuple(&mut out, &c.tuple[1]);
+    tuple(&mut out, &c.reply());
     if c.status.contains(Status::ASSURED) {
         out.push_str("[ASSURED] ");
     }

@@ -32,11 +32,16 @@ impl Status {
     }
 }
 
-/// A connection: both tuples, status, counters, protocol state and timeout policy.
+/// A connection: its tuple, status, counters, protocol state and timeout policy.
+///
+/// Only the original direction's tuple is kept: the reply tuple is always its inverse, because
+/// ferrowall does no NAT and the table admits no other (ctnetlink refuses a reply tuple that is
+/// not the inverse; a snapshot's is checked on restore). Not storing it keeps a connection on three
+/// cache lines, which an established packet's lookup must bring in.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    /// `tuple[Dir::Original as usize]` and `tuple[Dir::Reply as usize]`.
-    pub tuple: [Tuple; 2],
+    /// The tuple of the original direction; [`Conn::tuple`] gives either.
+    pub orig: Tuple,
     pub status: Status,
     pub mark: u32,
     pub start: Timestamp,
@@ -53,13 +58,30 @@ impl Conn {
     /// The tracker of this connection.
     #[inline]
     pub fn l4(&self) -> Proto {
-        Proto::of(self.tuple[0].proto)
+        Proto::of(self.orig.proto)
     }
 
     /// The tuple of direction `d`.
     #[inline]
-    pub fn tuple(&self, d: Dir) -> &Tuple {
-        &self.tuple[d as usize]
+    pub fn tuple(&self, d: Dir) -> Tuple {
+        match d {
+            Dir::Original => self.orig,
+            Dir::Reply => self.reply(),
+        }
+    }
+
+    /// The tuple of the reply direction: the original one inverted.
+    pub fn reply(&self) -> Tuple {
+        self.orig.invert().expect("a connection's tuple has an inverse (checked when it entered the table)")
+    }
+
+    /// Whether `t` is this connection's tuple in direction `d`.
+    #[inline]
+    pub fn has_tuple(&self, d: Dir, t: &Tuple) -> bool {
+        match d {
+            Dir::Original => self.orig == *t,
+            Dir::Reply => t.answers(&self.orig),
+        }
     }
 
     /// Counts one packet of `len` bytes in direction `d`.

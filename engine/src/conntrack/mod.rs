@@ -229,10 +229,43 @@ pub const BATCH: usize = 32;
 /// preempted is not spun against for a whole time slice.
 type Mutex<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 
+/// The direction of index entry `e` (`slot << 1 | dir`).
+#[inline]
+fn entry_dir(e: u32) -> Dir {
+    if e & 1 == 0 {
+        Dir::Original
+    } else {
+        Dir::Reply
+    }
+}
+
+/// A place for a connection in a slab, aligned to a cache line: a connection (168 bytes) then
+/// spans exactly three lines, all of which an established packet touches and
+/// [`Conntrack::track_batch`] prefetches. Unaligned, the 200-byte record it replaced spanned four
+/// or five (`bench/README.md` has the counts).
+#[repr(align(64))]
+struct Slot(Option<Conn>);
+
+impl std::ops::Deref for Slot {
+    type Target = Option<Conn>;
+
+    #[inline]
+    fn deref(&self) -> &Option<Conn> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Option<Conn> {
+        &mut self.0
+    }
+}
+
 /// What the shard lock protects: the connections.
 struct Slab {
     /// Fixed capacity, never reallocated, so slot addresses stay valid for prefetching.
-    slots: Vec<Option<Conn>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     /// Where the sweeper and early drop continue.
     cursor: usize,
@@ -265,7 +298,7 @@ impl Shard {
     /// The connection slot `slot`'s address, to prefetch.
     #[inline]
     fn slot_addr(&self, slot: u32) -> *const u8 {
-        (self.base + slot as usize * std::mem::size_of::<Option<Conn>>()) as *const u8
+        (self.base + slot as usize * std::mem::size_of::<Slot>()) as *const u8
     }
 }
 
@@ -380,7 +413,7 @@ impl Conntrack {
                 let shard = self.shard(*h);
                 if let Some(v) = shard.index.hint(*h).filter(|v| ((v >> 1) as usize) < shard.cap) {
                     let at = shard.slot_addr(v >> 1);
-                    for line in (0..std::mem::size_of::<Option<Conn>>()).step_by(64) {
+                    for line in (0..std::mem::size_of::<Slot>()).step_by(64) {
                         sys::prefetch(at.wrapping_add(line));
                     }
                 }
@@ -425,12 +458,12 @@ impl Conntrack {
             let found = shard.index.find(h, |e| {
                 slab.slots
                     .get((e >> 1) as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.tuple[(e & 1) as usize] == tuple)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|c| c.has_tuple(entry_dir(e), &tuple))
             });
             let Some(e) = found else { break };
             let slot = (e >> 1) as usize;
-            let dir = if e & 1 == 0 { Dir::Original } else { Dir::Reply };
+            let dir = entry_dir(e);
             let c = slab.slots[slot].as_mut().expect("indexed slot is live");
             if c.expires <= now {
                 self.remove(shard, slab, h, slot);
@@ -515,12 +548,12 @@ impl Conntrack {
                 return Tracked::invalid(r);
             }
         };
-        let Some(reply) = tuple.invert() else {
+        if tuple.invert().is_none() {
             stats.invalid(Invalid::NoTuple);
             return Tracked::invalid(Invalid::NoTuple);
         };
         let mut c = Conn {
-            tuple: [tuple, reply],
+            orig: tuple,
             status: Status::default(),
             mark: 0,
             start: now,
@@ -579,12 +612,12 @@ impl Conntrack {
         let hit = shard.index.find(h, |e| {
             slab.slots
                 .get((e >> 1) as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.tuple[(e & 1) as usize] == t && c.expires > now)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|c| c.has_tuple(entry_dir(e), &t) && c.expires > now)
         });
         if let Some(e) = hit {
             let c = slab.slots[(e >> 1) as usize].as_ref().expect("indexed slot is live");
-            let dir = if e & 1 == 0 { Dir::Original } else { Dir::Reply };
+            let dir = entry_dir(e);
             // The error must be addressed to where the connection's packets in that direction go.
             if c.tuple(dir).dst == pkt.dst {
                 return Tracked::of(CtState::Related, dir);
@@ -597,7 +630,7 @@ impl Conntrack {
     /// Inserts the connection a packet created, once that packet is accepted.
     pub fn confirm(&self, tracked: &mut Tracked, stats: &mut Stats) -> Result<(), Refused> {
         let Some(mut c) = tracked.pending.take() else { return Ok(()) };
-        let h = self.hash(&c.tuple[0]);
+        let h = self.hash(&c.orig);
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
@@ -655,9 +688,8 @@ impl Conntrack {
         shard
             .index
             .find(h, |e| {
-                slab.slots.get((e >> 1) as usize).and_then(Option::as_ref).is_some_and(|o| {
-                    o.expires > now
-                        && (o.tuple[(e & 1) as usize] == c.tuple[0] || o.tuple[(e & 1) as usize] == c.tuple[1])
+                slab.slots.get((e >> 1) as usize).and_then(|s| s.as_ref()).is_some_and(|o| {
+                    o.expires > now && (o.has_tuple(entry_dir(e), &c.orig) || o.has_tuple(entry_dir(e).flip(), &c.orig))
                 })
             })
             .is_some()
@@ -671,12 +703,12 @@ impl Conntrack {
         }
         let slot = match slab.free.pop() {
             Some(s) => {
-                slab.slots[s as usize] = Some(c);
+                slab.slots[s as usize] = Slot(Some(c));
                 s
             }
             None => {
                 debug_assert!(slab.slots.len() < shard.cap, "slab never grows past its capacity");
-                slab.slots.push(Some(c));
+                slab.slots.push(Slot(Some(c)));
                 (slab.slots.len() - 1) as u32
             }
         };
@@ -688,7 +720,7 @@ impl Conntrack {
     /// Inserts a connection carried over from a snapshot, as it was (no early drop); `false`
     /// when the table is full or already holds one of its tuples.
     fn insert_restored(&self, c: Conn, now: Timestamp) -> bool {
-        let h = self.hash(&c.tuple[0]);
+        let h = self.hash(&c.orig);
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
@@ -727,7 +759,7 @@ impl Conntrack {
         *budget -= k + 1;
         let s = (slab.cursor + k) % n;
         slab.cursor = (s + 1) % n;
-        let h = self.hash(&slab.slots[s].as_ref().expect("victim is live").tuple[0]);
+        let h = self.hash(&slab.slots[s].as_ref().expect("victim is live").orig);
         self.remove(shard, slab, h, s);
         true
     }
@@ -774,9 +806,9 @@ impl Conntrack {
             for _ in 0..per_shard.min(n) {
                 slab.cursor = (slab.cursor + 1) % n;
                 let s = slab.cursor;
-                let Some(c) = &slab.slots[s] else { continue };
+                let Some(c) = slab.slots[s].as_ref() else { continue };
                 if c.expires <= now {
-                    let h = self.hash(&c.tuple[0]);
+                    let h = self.hash(&c.orig);
                     self.remove(shard, slab, h, s);
                     removed += 1;
                 }
@@ -790,7 +822,7 @@ impl Conntrack {
     pub fn for_each(&self, now: Timestamp, mut f: impl FnMut(&Conn)) {
         for shard in self.shards.iter() {
             let slab = shard.slab.lock();
-            for c in slab.slots.iter().flatten() {
+            for c in slab.slots.iter().filter_map(|s| s.as_ref()) {
                 if c.expires > now {
                     f(c);
                 }
@@ -802,9 +834,9 @@ impl Conntrack {
     pub fn flush(&self) {
         for shard in self.shards.iter() {
             let mut slab = shard.slab.lock();
-            let live = slab.slots.iter().flatten().count();
+            let live = slab.slots.iter().filter_map(|s| s.as_ref()).count();
             if self.events.wants(EventKind::Destroy) {
-                for c in slab.slots.drain(..).flatten() {
+                for c in slab.slots.drain(..).filter_map(|s| s.0) {
                     self.events.push(EventKind::Destroy, Box::new(c));
                 }
             }
@@ -822,7 +854,7 @@ impl Conntrack {
     pub fn untimeout(&self, policy: &Arc<Policy>) {
         for shard in self.shards.iter() {
             let mut slab = shard.slab.lock();
-            for c in slab.slots.iter_mut().flatten() {
+            for c in slab.slots.iter_mut().filter_map(|s| s.as_mut()) {
                 if c.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, policy)) {
                     c.policy = None;
                 }

@@ -46,8 +46,8 @@ fn live_slot(shard: &Shard, slab: &Slab, h: u64, t: &Tuple, now: Timestamp) -> O
     shard.index.find(h, |e| {
         slab.slots
             .get((e >> 1) as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| c.tuple[(e & 1) as usize] == *t && c.expires > now)
+            .and_then(|s| s.as_ref())
+            .is_some_and(|c| c.has_tuple(super::entry_dir(e), t) && c.expires > now)
     })
 }
 
@@ -55,7 +55,7 @@ impl Conntrack {
     /// The connection's id, as ctnetlink reports it in `CTA_ID`: a keyed hash of its original
     /// tuple and its creation time, stable for the connection's life and unguessable from outside.
     pub fn conn_id(&self, c: &Conn) -> u32 {
-        let h = self.hasher.hash_with(&c.tuple[0], c.start.0);
+        let h = self.hasher.hash_with(&c.orig, c.start.0);
         (h ^ (h >> 32)) as u32
     }
 
@@ -83,7 +83,7 @@ impl Conntrack {
         if !remove_if(c) {
             return Some(false);
         }
-        let h0 = self.hash(&c.tuple[0]);
+        let h0 = self.hash(&c.orig);
         self.remove(shard, slab, h0, slot);
         Some(true)
     }
@@ -92,7 +92,7 @@ impl Conntrack {
     /// tuple must be the inverse of its original one (the table indexes both under one hash).
     /// A full table first drops an unassured connection, as for a packet's new connection.
     pub fn insert_new(&self, now: Timestamp, mut c: Conn) -> Result<(), InsertError> {
-        let h = self.hash(&c.tuple[0]);
+        let h = self.hash(&c.orig);
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
@@ -160,7 +160,7 @@ impl Conntrack {
                 for slot in at..end {
                     let Some(c) = slab.slots[slot].as_ref() else { continue };
                     if c.expires > now && pred(c) {
-                        let h = self.hash(&c.tuple[0]);
+                        let h = self.hash(&c.orig);
                         self.remove(shard, slab, h, slot);
                         removed += 1;
                     }
@@ -181,7 +181,7 @@ mod tests {
     fn conn(n: u8, now: Timestamp) -> Conn {
         let t = Tuple { src: [n; 16], dst: [200; 16], sport: 1000, dport: 80, family: Family::V6, proto: 6 };
         Conn {
-            tuple: [t, t.invert().unwrap()],
+            orig: t,
             status: Status::default(),
             mark: u32::from(n),
             start: now,
@@ -198,7 +198,7 @@ mod tests {
         let ct = Conntrack::new(1000, Config::default());
         let now = Timestamp::from_secs(1);
         let c = conn(1, now);
-        let (orig, reply) = (c.tuple[0], c.tuple[1]);
+        let (orig, reply) = (c.orig, c.reply());
         assert_eq!(ct.insert_new(now, c.clone()), Ok(()));
         assert_eq!(ct.insert_new(now, c.clone()), Err(InsertError::Exists));
         assert_eq!(ct.with_conn(now, &reply, |c| c.mark), Some(1));
@@ -257,10 +257,10 @@ mod tests {
         assert_eq!(ct.remove_where(now, |c| c.mark >= 100), 100);
         assert_eq!(ct.len(), 100);
         // Ids differ between connections and stay put.
-        let a = ct.with_conn(now, &conn(1, now).tuple[0], |c| ct_id(&ct, c)).unwrap();
-        let b = ct.with_conn(now, &conn(2, now).tuple[0], |c| ct_id(&ct, c)).unwrap();
+        let a = ct.with_conn(now, &conn(1, now).orig, |c| ct_id(&ct, c)).unwrap();
+        let b = ct.with_conn(now, &conn(2, now).orig, |c| ct_id(&ct, c)).unwrap();
         assert_ne!(a, b);
-        assert_eq!(ct.with_conn(now, &conn(1, now).tuple[1], |c| ct_id(&ct, c)), Some(a));
+        assert_eq!(ct.with_conn(now, &conn(1, now).reply(), |c| ct_id(&ct, c)), Some(a));
     }
 
     fn ct_id(ct: &Conntrack, c: &Conn) -> u32 {

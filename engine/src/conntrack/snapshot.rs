@@ -71,7 +71,7 @@ impl Conntrack {
         let mut conns = Vec::with_capacity(self.len());
         self.for_each(now, |c| {
             conns.push(Saved {
-                tuple: c.tuple,
+                tuple: [c.orig, c.reply()],
                 status: c.status.0,
                 mark: c.mark,
                 age_ns: now.since(c.start),
@@ -122,7 +122,7 @@ impl Conntrack {
             let l4 = Proto::of(s.tuple[0].proto);
             let policy = s.policy.as_deref().and_then(|n| registry.find(n)).filter(|p| p.proto == l4);
             let c = Conn {
-                tuple: s.tuple,
+                orig: s.tuple[0],
                 status: Status(s.status),
                 mark: s.mark,
                 start: Timestamp(now.0.saturating_sub(s.age_ns.saturating_add(away))),
@@ -142,8 +142,8 @@ impl Conntrack {
     }
 }
 
-/// Whether a saved connection is one the engine could have made: both tuples of one protocol
-/// and family, its protocol state the one its protocol keeps. A snapshot passes its checksum
+/// Whether a saved connection is one the engine could have made: a reply tuple that is the
+/// inverse of the original, its protocol state the one its protocol keeps. A snapshot passes its checksum
 /// unless damaged, so this guards against a file written by something else.
 fn tuple_fits(s: &Saved) -> bool {
     let [o, r] = &s.tuple;
@@ -156,7 +156,7 @@ fn tuple_fits(s: &Saved) -> bool {
                 ProtoState::Stateless
             )
     );
-    o.proto == r.proto && o.family == r.family && state_fits
+    o.invert() == Some(*r) && state_fits
 }
 
 #[cfg(test)]

@@ -459,3 +459,29 @@ fn an_update_says_whether_the_tracker_state_changed() {
     let seen: Vec<_> = std::iter::from_fn(|| ct.events.pop()).map(|e| (e.kind, e.state_changed)).collect();
     assert_eq!(seen, [(New, true), (Update, false), (New, true), (Update, true)]);
 }
+
+#[test]
+fn a_connection_slot_is_three_cache_lines_on_a_line_boundary() {
+    // What an established packet must bring in: three lines, all prefetched by track_batch.
+    assert_eq!(std::mem::size_of::<Slot>(), 192);
+    assert_eq!(std::mem::align_of::<Slot>(), 64);
+    let ct = Conntrack::new(1000, Config::default());
+    assert!(ct.shards.iter().all(|s| s.base % 64 == 0));
+}
+
+#[test]
+fn reply_tuples_are_matched_without_being_stored() {
+    // A packet of either direction finds the one entry, for ports and for ICMP ids and types.
+    let ct = Conntrack::new(1000, Config::default());
+    let mut st = Stats::default();
+    let now = Timestamp::from_secs(1);
+    let b = a();
+    assert_eq!(run(&ct, now, &b.udp(1000, 53, b"q"), &mut st), (CtState::New, Dir::Original));
+    assert_eq!(run(&ct, now, &b.reverse().udp(53, 1000, b"r"), &mut st), (CtState::Established, Dir::Reply));
+    // Same ports the other way round on the reply side would be a different flow.
+    assert_eq!(run(&ct, now, &b.reverse().udp(1000, 53, b"x"), &mut st).0, CtState::New);
+    assert_eq!(run(&ct, now, &b.icmp(8, 0, 77 << 16 | 1, b""), &mut st), (CtState::New, Dir::Original));
+    assert_eq!(run(&ct, now, &b.reverse().icmp(0, 0, 77 << 16 | 1, b""), &mut st), (CtState::Established, Dir::Reply));
+    let all = lines(&ct, now);
+    assert!(all.iter().any(|l| l.contains("type=8 code=0 id=77") && l.contains("type=0 code=0 id=77")), "{all:?}");
+}

@@ -97,6 +97,22 @@ impl Tuple {
         Some(Tuple { src: self.dst, dst: self.src, sport, dport, family: self.family, proto: self.proto })
     }
 
+    /// Whether this is the inverse of `orig` ([`Tuple::invert`]), compared without building it.
+    #[inline]
+    pub fn answers(&self, orig: &Tuple) -> bool {
+        match self.proto {
+            ipproto::ICMP | ipproto::ICMPV6 => orig.invert().is_some_and(|r| r == *self),
+            _ => {
+                self.src == orig.dst
+                    && self.dst == orig.src
+                    && self.sport == orig.dport
+                    && self.dport == orig.sport
+                    && self.proto == orig.proto
+                    && self.family == orig.family
+            }
+        }
+    }
+
     /// ICMP type (for ICMP tuples).
     pub fn icmp_type(&self) -> u8 {
         (self.dport >> 8) as u8
