@@ -326,6 +326,16 @@ impl PacedServer {
     }
 }
 
+/// Waits until the file a download writes to holds `bytes` bytes: the transfer has started and is
+/// under way. Fails the test after 30 s.
+pub fn wait_for_bytes(path: &Path, bytes: u64) {
+    let start = clock::now();
+    while std::fs::metadata(path).map_or(0, |m| m.len()) < bytes {
+        assert!(start.elapsed() < Duration::from_secs(30), "the download does not go on: {}", path.display());
+        clock::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `ferroctl <what> --socket <the daemon's socket>`, which must succeed.
 pub fn ferroctl(d: &Daemon, what: &str) -> Out {
     let out = run(Command::new(&bins().ferroctl).args([what, "--socket"]).arg(&d.socket), LIMIT);

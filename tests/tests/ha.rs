@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrowall_tests::daemon::{bins, run, unique, Daemon, Out};
-use ferrowall_tests::testbed_ns::{ferroctl, ip, random_file, sha256, PacedServer, LIMIT};
+use ferrowall_tests::testbed_ns::{ferroctl, ip, random_file, sha256, wait_for_bytes, PacedServer, LIMIT};
 use ferrowall_tests::{clock, cmd};
 
 /// The client's and the server's addresses (on their loopback: reachable through either router).
@@ -349,15 +349,6 @@ fn require_root_and_tools() {
 fn download(bed: &mut Bed, ns: &str, url: &str, to: &Path, max_secs: &str, log: &Path) -> usize {
     let to = to.to_string_lossy().into_owned();
     bed.spawn(Command::new("ip").args(["netns", "exec", ns, "curl", "-sS", "-m", max_secs, "-o", &to, url]), log)
-}
-
-/// Waits (bounded) until `path` holds at least `bytes` bytes.
-fn wait_for_bytes(path: &Path, bytes: u64) {
-    let start = clock::now();
-    while fs::metadata(path).map_or(0, |m| m.len()) < bytes {
-        assert!(start.elapsed() < Duration::from_secs(30), "the download does not go on");
-        clock::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The client ports of the established connections to the server that `table` (`conntrack -L`

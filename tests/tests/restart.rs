@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferrowall_tests::clock;
 use ferrowall_tests::daemon::Daemon;
-use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, PacedServer, Testbed};
+use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, wait_for_bytes, PacedServer, Testbed};
 
 /// `nfct timeout list` and the TCP and UDP defaults, as the real nfct prints them.
 fn settings(d: &Daemon) -> String {
@@ -129,15 +129,6 @@ fn download(ns: &str, url: &str, to: &std::path::Path, max_secs: &str) -> std::p
         .stderr(Stdio::null())
         .spawn()
         .expect("starting curl")
-}
-
-/// Waits (bounded) until `path` holds at least `bytes` bytes.
-fn wait_for_bytes(path: &std::path::Path, bytes: u64) {
-    let start = clock::now();
-    while fs::metadata(path).map_or(0, |m| m.len()) < bytes {
-        assert!(start.elapsed() < Duration::from_secs(20), "the download does not start");
-        clock::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
