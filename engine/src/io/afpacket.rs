@@ -46,7 +46,9 @@
 //! zeros for a plain frame; `NEEDS_CSUM` with its offsets for a partial checksum; the GSO kind,
 //! segment size and header length for a super-frame), in one of two ways:
 //! * A plain frame that fits a slot goes into the free slots of a `PACKET_TX_RING` (one frame per
-//!   slot, `TP_STATUS_AVAILABLE` → `TP_STATUS_SEND_REQUEST`), and [`Tx::flush`] sends every
+//!   slot, `TP_STATUS_AVAILABLE` → `TP_STATUS_SEND_REQUEST`; its vnet header declares the whole
+//!   frame as header, so `tpacket_snd` copies it into the packet instead of lending the ring's pages,
+//!   which a veth would copy again: [`Offload::encode_for_tx`]), and [`Tx::flush`] sends every
 //!   requested slot with one non-blocking `send`; the kernel sets slots back to available as the
 //!   driver completes them. The ring's socket sets `PACKET_QDISC_BYPASS` (frames go straight to the
 //!   driver: no qdisc, no taps, so the host's packet sockets, ours included, never see them) and
@@ -371,7 +373,7 @@ impl TxRing {
     /// kernel took it).
     fn send_one(&mut self, f: &TxFrame<'_>) -> io::Result<bool> {
         self.flush()?;
-        let hdr = f.offload.encode();
+        let hdr = f.offload.encode_for_tx(f.data.len());
         match sys::send_parts(self.bulk.as_raw_fd(), &[&hdr, f.data]) {
             Ok(_) => {
                 self.stats.tx_packets += 1;
@@ -420,7 +422,7 @@ impl Tx for TxRing {
                 }
             }
             let base = self.cur * self.slot_size;
-            self.map.write(base + field::TX_DATA, &f.offload.encode());
+            self.map.write(base + field::TX_DATA, &f.offload.encode_for_tx(len));
             self.map.write(base + field::TX_DATA + VNET_HDR_LEN, f.data);
             self.map.write_u32(base + field::TX_LEN, (VNET_HDR_LEN + len) as u32);
             // Release: the frame and its length are in place before the kernel may see the request.
@@ -1122,6 +1124,12 @@ mod tests {
         assert_eq!(v6.shifted(4).csum, Some(PartialCsum { start: 58, offset: 16 }));
         let valid = Offload { data_valid: true, ..Offload::NONE };
         assert_eq!(Offload::decode(&valid.encode()), Some(valid));
+        // To transmit, a plain frame is declared all header (the kernel copies it whole); a
+        // super-frame keeps its real header length, which segmentation needs.
+        let partial = Offload { csum: Some(PartialCsum { start: 34, offset: 16 }), ..Offload::NONE };
+        assert_eq!(u16::from_ne_bytes([partial.encode_for_tx(60)[2], partial.encode_for_tx(60)[3]]), 60);
+        assert_eq!(Offload::NONE.encode_for_tx(1514)[2..4], 1514u16.to_ne_bytes());
+        assert_eq!(v6.encode_for_tx(65000), v6.encode());
         // Legacy UFO (3): not a kind this knows.
         let mut ufo = [0; VNET_HDR_LEN];
         ufo[1] = 3;

@@ -256,6 +256,21 @@ impl Offload {
         h
     }
 
+    /// The vnet header to transmit a frame of `len` bytes with through a packet socket. A frame
+    /// that is not a super-frame says its header is the whole frame (`hdr_len` = `len`), so the
+    /// kernel copies it into the packet's own buffer. Left at zero, `tpacket_snd` lends the
+    /// transmit ring's pages to the packet instead, and a veth copies them again into newly
+    /// allocated pages before its peer may see them (`skb_copy_ubufs`, 8% of a router worker's
+    /// samples forwarding 64-byte UDP; `bench/README.md`). (TUN writes, which also keep only
+    /// `hdr_len` bytes in the packet's buffer, showed no difference with it: not used there.)
+    pub fn encode_for_tx(&self, len: usize) -> [u8; VNET_HDR_LEN] {
+        let mut h = self.encode();
+        if self.gso.is_none() {
+            h[vnet::HDR_LEN].copy_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
+        }
+        h
+    }
+
     /// The same description for the frame moved `by` bytes later (a VLAN tag put back before it):
     /// the offsets from the start of the frame grow.
     pub fn shifted(self, by: u16) -> Offload {
