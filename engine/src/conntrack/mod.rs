@@ -224,7 +224,7 @@ pub const BATCH: usize = 32;
 /// A shard's lock: a spin lock, because a packet holds it for a few hundred instructions and
 /// workers rarely meet on one of 256 shards. Taking it is one atomic read-modify-write and
 /// releasing it a plain store; `parking_lot::Mutex` releases with a second `lock cmpxchg`, a full
-/// fence on x86 that also held back the next packet's loads (measured in `bench/README.md`: 7–8%
+/// fence on x86 that also held back the next packet's loads (measured in `bench/README.md`: 5–7%
 /// of an established packet). A waiter yields the CPU between looks, so a holder that was
 /// preempted is not spun against for a whole time slice.
 type Mutex<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
@@ -551,7 +551,7 @@ impl Conntrack {
         if tuple.invert().is_none() {
             stats.invalid(Invalid::NoTuple);
             return Tracked::invalid(Invalid::NoTuple);
-        };
+        }
         let mut c = Conn {
             orig: tuple,
             status: Status::default(),

@@ -88,10 +88,12 @@ impl Conntrack {
         Some(true)
     }
 
-    /// Inserts a connection built by the control plane (ctnetlink's create), confirmed. Its reply
-    /// tuple must be the inverse of its original one (the table indexes both under one hash).
-    /// A full table first drops an unassured connection, as for a packet's new connection.
+    /// Inserts a connection built by the control plane (ctnetlink's create), confirmed. Its
+    /// original tuple must have an inverse, its reply tuple ([`Conn::reply`]): ctnetlink refuses a
+    /// reply tuple that is not that inverse before it gets here. A full table first drops an
+    /// unassured connection, as for a packet's new connection.
     pub fn insert_new(&self, now: Timestamp, mut c: Conn) -> Result<(), InsertError> {
+        debug_assert!(c.orig.invert().is_some(), "a connection needs a reply tuple");
         let h = self.hash(&c.orig);
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();

@@ -143,8 +143,8 @@ impl Conntrack {
 }
 
 /// Whether a saved connection is one the engine could have made: a reply tuple that is the
-/// inverse of the original, its protocol state the one its protocol keeps. A snapshot passes its checksum
-/// unless damaged, so this guards against a file written by something else.
+/// inverse of the original, its protocol state the one its protocol keeps. A snapshot passes its
+/// checksum unless damaged, so this guards against a file written by something else.
 fn tuple_fits(s: &Saved) -> bool {
     let [o, r] = &s.tuple;
     let state_fits = matches!(
