@@ -5,8 +5,10 @@
 //! Both tuples of a connection hash with one *symmetric* keyed hash (equal for a tuple and its
 //! inverse), so both land in the same shard and a packet costs one hash and one uncontended lock,
 //! whichever its direction. The index (see `index.rs`) stores `slot << 1 | dir` with a hash tag,
-//! one cache line per bucket, and compares against the tuples held in the slab: about 40 bytes of
-//! index per connection at a full table. Index and slabs are reserved up front for `max`
+//! one cache line per bucket, and a lookup compares against the original tuple held in the slab
+//! (a reply-direction entry against its inverse, see [`Conn`]): about 40 bytes of index per
+//! connection at a full table. A slot is three cache lines, line-aligned. Index and slabs are
+//! reserved up front for `max`
 //! connections, as the kernel sizes its hash table, so their addresses never move and
 //! [`Conntrack::track_batch`] can prefetch a batch's buckets and slots before taking any lock.
 //!
