@@ -41,12 +41,12 @@ class Failed(Exception):
     """A step of the set-up or of a measurement failed; the message says which."""
 
 
-def run(argv, ns=None, timeout=60, check=True, input=None, env=None):
-    """Runs ``argv`` (in namespace ``ns``), bounded by ``timeout`` seconds; returns the
-    CompletedProcess (text). Raises Failed on a non-zero exit when ``check``."""
+def run(argv, ns=None, timeout=60, check=True, input=None, env=None, cwd=None):
+    """Runs ``argv`` (in namespace ``ns``, in directory ``cwd``), bounded by ``timeout`` seconds;
+    returns the CompletedProcess (text). Raises Failed on a non-zero exit when ``check``."""
     full = ["ip", "netns", "exec", ns] + list(argv) if ns else list(argv)
     try:
-        p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input, env=env)
+        p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input, env=env, cwd=cwd)
     except subprocess.TimeoutExpired as e:
         raise Failed(f"{' '.join(full)}: no answer after {timeout} s") from e
     if check and p.returncode != 0:
