@@ -78,8 +78,9 @@ impl Index {
         })
     }
 
-    /// The first value for hash `h` that `accept` takes.
-    #[inline]
+    /// The first value for hash `h` that `accept` takes. Always inlined: it is the lookup of
+    /// every packet, and a call would keep the caller's values in memory across it.
+    #[inline(always)]
     pub(crate) fn find(&self, h: u64, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(h);
         let mut b = self.home(h);

@@ -316,6 +316,77 @@ fn batches_classify_like_packet_by_packet_and_confirm_in_order() {
     assert_eq!((ct.len(), st.insert, st.clash_resolve), (1, 1, 0));
 }
 
+/// Tracks `frames` packet by packet and as batches (`track_batch`, which looks up runs of
+/// packets of one shard under one lock), confirming every new connection in both; asserts the
+/// same classification of every packet, the same counters and the same table.
+fn assert_batches_agree(frames: &[Vec<u8>], now: Timestamp) {
+    let parsed: Vec<(&[u8], Packet)> = frames.iter().map(|f| (f.as_slice(), parse_ip(f, 0).unwrap())).collect();
+    let one = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st_one = Stats::default();
+    let want: Vec<_> = parsed
+        .iter()
+        .map(|(d, p)| {
+            let mut t = one.track(now, d, p, &mut st_one);
+            let seen = (t.state, t.dir, t.invalid);
+            one.confirm(&mut t, &mut st_one).unwrap();
+            seen
+        })
+        .collect();
+    let batched = Conntrack::new(DEFAULT_MAX, Config::default());
+    let mut st = Stats::default();
+    let mut got = Vec::new();
+    batched.track_batch(now, &parsed, &mut st, |i, mut t, st| {
+        assert_eq!(i, got.len(), "decide is called in packet order");
+        got.push((t.state, t.dir, t.invalid));
+        batched.confirm(&mut t, st).unwrap();
+    });
+    assert_eq!(got, want);
+    assert_eq!(format!("{st:?}"), format!("{st_one:?}"));
+    assert_eq!(lines(&batched, now), lines(&one, now));
+}
+
+#[test]
+fn a_tcp_flow_in_one_batch_is_tracked_as_packet_by_packet() {
+    // Handshake, bursts of data each way (runs of one connection under one lock), an
+    // out-of-window segment, a UDP flow's packets in between, FINs, and a SYN re-opening the
+    // closed connection (the tracker's Repeat), then an ICMP error quoting the UDP flow.
+    let (c, s) = (a(), a().reverse());
+    let q = a().udp(5000, 53, b"q");
+    let mut f = vec![
+        c.tcp(40000, 80, 1, 0, tcp_flags::SYN, 65535, &opt::mss(1460), &[]),
+        s.tcp(80, 40000, 500, 2, tcp_flags::SYN | tcp_flags::ACK, 65535, &opt::mss(1460), &[]),
+        c.tcp(40000, 80, 2, 501, tcp_flags::ACK, 65535, &[], &[]),
+    ];
+    for i in 0..20u32 {
+        f.push(c.tcp(40000, 80, 2 + i * 100, 501, tcp_flags::ACK, 65535, &[], &[0u8; 100]));
+    }
+    f.push(q.clone());
+    f.push(q.clone());
+    for i in 0..10u32 {
+        f.push(s.tcp(80, 40000, 501 + i * 10, 2002, tcp_flags::ACK, 65535, &[], &[1u8; 10]));
+    }
+    f.push(c.tcp(40000, 80, 9_000_000, 601, tcp_flags::ACK, 65535, &[], b"far"));
+    f.push(a().reverse().udp(53, 5000, b"r"));
+    f.push(c.tcp(40000, 80, 2002, 601, tcp_flags::FIN | tcp_flags::ACK, 65535, &[], &[]));
+    f.push(s.tcp(80, 40000, 601, 2003, tcp_flags::FIN | tcp_flags::ACK, 65535, &[], &[]));
+    f.push(c.tcp(40000, 80, 2003, 602, tcp_flags::ACK, 65535, &[], &[]));
+    f.push(c.tcp(40000, 80, 90_000, 0, tcp_flags::SYN, 65535, &opt::mss(1460), &[]));
+    f.push(a().reverse().icmp(3, 3, 0, &q));
+    assert!(f.len() > BATCH, "more than one batch");
+    assert_batches_agree(&f, T0);
+}
+
+proptest! {
+    #[test]
+    fn batches_agree_with_packet_by_packet(
+        pkts in proptest::collection::vec((arb_packet(), 1usize..5), 1..80),
+    ) {
+        // Each random packet repeated 1–4 times: runs of one connection, as rings deliver them.
+        let frames: Vec<Vec<u8>> = pkts.iter().flat_map(|(d, n)| std::iter::repeat_n(d.clone(), *n)).collect();
+        assert_batches_agree(&frames, T0);
+    }
+}
+
 #[test]
 fn the_keyed_hash_spreads_tuples_chosen_to_collide() {
     // Tuples that all share one shard and bucket under the public (fixed-seed) hash...

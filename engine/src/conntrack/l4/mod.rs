@@ -315,7 +315,7 @@ impl ProtoState {
 }
 
 /// Runs the tracker's pre-lookup checks.
-#[inline]
+#[inline(always)]
 pub fn error(p: Proto, pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<(), Invalid> {
     match p {
         Proto::Tcp => tcp::Tcp::error(pkt, buf, cfg),
@@ -343,7 +343,7 @@ pub fn new(p: Proto, pkt: &Packet, buf: &[u8], cfg: &Config) -> Result<ProtoStat
 }
 
 /// Tracks a packet of an existing connection.
-#[inline]
+#[inline(always)]
 pub fn packet(p: Proto, state: &mut ProtoState, ctx: &mut Ctx<'_>, pkt: &Packet, buf: &[u8]) -> Verdict {
     match (p, state) {
         (Proto::Tcp, ProtoState::Tcp(s)) => tcp::Tcp::packet(s, ctx, pkt, buf),
