@@ -296,6 +296,7 @@ pub struct Frame {
 }
 
 /// Reads the Ethernet header (with up to two 802.1Q / 802.1ad tags).
+#[inline]
 pub fn parse_ethernet(buf: &[u8]) -> Result<Frame, ParseError> {
     let eth = EthernetPacket::new(buf).ok_or(ParseError::Truncated { layer: Layer::Ethernet, offset: 0 })?;
     let mut ethertype = eth.get_ethertype().0;
@@ -314,6 +315,7 @@ pub fn parse_ethernet(buf: &[u8]) -> Result<Frame, ParseError> {
 }
 
 /// Parses an Ethernet frame down to L4.
+#[inline]
 pub fn parse_frame(buf: &[u8]) -> Result<Packet, ParseError> {
     let frame = parse_ethernet(buf)?;
     match frame.ethertype {
