@@ -316,6 +316,21 @@ fn batches_classify_like_packet_by_packet_and_confirm_in_order() {
     assert_eq!((ct.len(), st.insert, st.clash_resolve), (1, 1, 0));
 }
 
+#[test]
+fn a_packed_classification_unpacks_to_what_was_packed() {
+    let states = [CtState::New, CtState::Established, CtState::Related, CtState::Invalid, CtState::Untracked];
+    for state in states {
+        for dir in [Dir::Original, Dir::Reply] {
+            let t = Class::of(state, dir).tracked(None);
+            assert_eq!((t.state, t.dir, t.invalid), (state, dir, None));
+        }
+    }
+    for r in Invalid::ALL {
+        let t = Class::invalid(r).tracked(None);
+        assert_eq!((t.state, t.invalid), (CtState::Invalid, Some(r)));
+    }
+}
+
 /// Tracks `frames` packet by packet and as batches (`track_batch`, which looks up runs of
 /// packets of one shard under one lock), confirming every new connection in both; asserts the
 /// same classification of every packet, the same counters and the same table.
