@@ -285,6 +285,11 @@ pub const BATCH: usize = 32;
 /// In [`Conntrack::track_batch`], the shard of a packet that is tracked on its own.
 const ALONE: u16 = u16::MAX;
 
+/// The most packets [`Conntrack::track_batch`] tracks under one taking of a shard's lock: enough
+/// to make the lock's cost small, few enough that another worker waiting for the shard (the
+/// other direction of the same connection, say) waits for a handful of packets, not a batch.
+const RUN: usize = 8;
+
 /// A shard's lock: a spin lock, because a packet holds it for a few hundred instructions and
 /// workers rarely meet on one of 256 shards. Taking it is one atomic read-modify-write and
 /// releasing it a plain store; `parking_lot::Mutex` releases with a second `lock cmpxchg`, a full
@@ -514,7 +519,8 @@ impl Conntrack {
                     k += 1;
                     continue;
                 }
-                let end = shard_of[k..chunk.len()].iter().position(|&s| s != si).map_or(chunk.len(), |r| k + r);
+                let most = chunk.len().min(k + RUN);
+                let end = shard_of[k..most].iter().position(|&s| s != si).map_or(most, |r| k + r);
                 let (n, new) = self.track_run(now, &chunk[k..end], &keys[k..end], si, &mut done, stats);
                 for (i, class) in done[..n].iter().enumerate() {
                     decide(base + k + i, class.tracked(None), stats);
