@@ -340,6 +340,17 @@ fn number_after(json: &str, key: &str, at: usize) -> Option<(f64, usize)> {
     Some((rest[..len].parse().ok()?, p + skip + len))
 }
 
+/// The largest size of a TCP socket buffer in namespace `ns` (`which`: `tcp_wmem` or `tcp_rmem`,
+/// whose third field it is).
+fn socket_buffer_max(bed: &Bed, ns: &str, which: &str) -> u64 {
+    let out = bed.tb.exec(ns, &["cat", &format!("/proc/sys/net/ipv4/{which}")]);
+    out.stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{which} in {ns}: {out}"))
+}
+
 impl Iperf {
     /// Parses iperf3's JSON (only the fields used here).
     fn parse(json: &str) -> Iperf {
@@ -362,14 +373,17 @@ impl Iperf {
     }
 
     /// The transfer ended normally: no error, data received in every interval, and the receiver
-    /// got what the sender sent, but for what was still in flight when the sender stopped.
-    fn assert_whole(&self, out: &Out) {
+    /// got what the sender sent, but for what was still in flight when the sender stopped: at
+    /// most what the client's send buffer and the server's receive buffer hold at their largest
+    /// (`tcp_wmem` and `tcp_rmem` in their namespaces; a fixed 8 MiB was once short of it).
+    fn assert_whole(&self, out: &Out, bed: &Bed) {
         assert_eq!(out.code, Some(0), "iperf3 failed: {out}");
         assert!(!out.stdout.contains("\"error\":"), "iperf3 reports an error: {out}");
         assert!(self.intervals.iter().all(|(_, _, bps)| *bps > 0.0), "the transfer stalled: {:?}", self.intervals);
+        let in_flight = socket_buffer_max(bed, &bed.tb.c, "tcp_wmem") + socket_buffer_max(bed, &bed.tb.s, "tcp_rmem");
         assert!(
-            self.received > 0 && self.received + (8 << 20) >= self.sent,
-            "{} of {} bytes",
+            self.received > 0 && self.received + in_flight >= self.sent,
+            "{} of {} bytes (at most {in_flight} may be in flight)",
             self.received,
             self.sent
         );
@@ -410,7 +424,7 @@ fn iperf3_start(bed: &Bed, port: u16, secs: u32) -> std::thread::JoinHandle<(Out
 /// (slow start) left out; the transfer must end normally.
 fn baseline(bed: &Bed, port: u16, secs: u32) -> (f64, Iperf) {
     let (out, r) = iperf3_start(bed, port, secs).join().expect("iperf3's thread");
-    r.assert_whole(&out);
+    r.assert_whole(&out, bed);
     let (m, n) = r.median_in(&[(1.0, f64::from(secs))]);
     assert!(n > 0, "no intervals: {out}");
     (m, r)
@@ -664,7 +678,7 @@ fn syn_flood_keeps_the_table_at_its_limit_and_established_traffic_flowing() {
 
     // The transfer ran through the flood to its end (its connection, new-proof since the reload,
     // was never evicted), at 80% or more of its throughput without the flood.
-    transfer.assert_whole(&out);
+    transfer.assert_whole(&out, &bed);
     assert!(under_flood >= 0.8 * baseline, "{:.0} of {:.0} Mbit/s under the flood", under_flood / 1e6, baseline / 1e6);
     now.assert_every_frame_counted();
 
@@ -754,7 +768,7 @@ fn garbage_is_dropped_under_named_reasons_and_harms_nothing() {
         assert!(counted(k.expected()) <= kinds[&k], "{k:?}: more counted than sent");
         assert!(counted(k.expected()) > 0, "{k:?}: none counted");
     }
-    during.assert_whole(&out);
+    during.assert_whole(&out, &bed);
     assert!(downloaded, "the download through the storm did not finish");
     assert_eq!(sha256(&got), want, "the download through the storm is corrupted");
 
@@ -790,7 +804,7 @@ fn garbage_is_dropped_under_named_reasons_and_harms_nothing() {
     let dropped = after.datapath("dropped") - before.datapath("dropped");
     assert_eq!(dropped, PACED, "drops besides the garbage's:\n{}", after.text);
     assert_eq!(legit_lost, 0, "legitimate frames lost in the rings:\n{}", after.text);
-    during.assert_whole(&out);
+    during.assert_whole(&out, &bed);
     // Its throughput is the shared machine's to vary (see the README); half of it gone would be
     // the storm's doing.
     assert!(paced >= 0.5 * base, "{:.0} of {:.0} Mbit/s during the paced storm", paced / 1e6, base / 1e6);
