@@ -162,17 +162,6 @@ pub struct Tracked {
     pending: Option<Box<Conn>>,
 }
 
-/// What one look of [`Conntrack::update`] did with a packet.
-enum Update {
-    /// The packet's connection was there; the packet's classification.
-    Done(Class),
-    /// No connection (or only an expired one, now removed).
-    Missing,
-    /// The tracker removed the connection for this packet to start a new one (a SYN re-opening
-    /// a closing TCP connection): look again.
-    Repeat,
-}
-
 /// A packet's classification (state, direction, reason if invalid) packed in one word, for the
 /// packet path: a [`Tracked`] is built field by field in memory and copied whole, and each such
 /// copy waited for the stores it reads (a failed store-to-load forward: perf put two of them at
@@ -610,9 +599,9 @@ impl Conntrack {
 
     /// Finds the connection of the packet (tuple `tuple`, hash `h`, in `shard`, whose slab the
     /// caller has locked) and lets its tracker update it; `None` when there is none (or only an
-    /// expired one, now removed). Kept apart from [`Conntrack::track_keyed`]'s other paths (ICMP
-    /// errors, new connections), with removal and events out of line, so that an established
-    /// packet's path keeps its values in registers.
+    /// expired one, now removed). Shared by the packets tracked alone and in runs; removal and
+    /// events are out of line, so that an established packet's path keeps its values in
+    /// registers.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn update(
@@ -627,117 +616,79 @@ impl Conntrack {
         slab: &mut Slab,
         stats: &mut Stats,
     ) -> Option<Class> {
-        match self.update_once(now, buf, pkt, p, tuple, h, shard, slab, stats) {
-            Update::Done(class) => Some(class),
-            Update::Missing => None,
-            Update::Repeat => self.update_again(now, buf, pkt, p, tuple, h, shard, slab, stats),
-        }
-    }
-
-    /// After a Repeat (a TCP SYN re-opening a closing connection, whose entry is now removed):
-    /// looks again. Out of line, so that the packet path holds one copy of the tracker.
-    #[allow(clippy::too_many_arguments)]
-    #[cold]
-    #[inline(never)]
-    fn update_again(
-        &self,
-        now: Timestamp,
-        buf: &[u8],
-        pkt: &Packet,
-        p: Proto,
-        tuple: &Tuple,
-        h: u64,
-        shard: &Shard,
-        slab: &mut Slab,
-        stats: &mut Stats,
-    ) -> Option<Class> {
-        match self.update_once(now, buf, pkt, p, tuple, h, shard, slab, stats) {
-            Update::Done(class) => Some(class),
-            Update::Missing | Update::Repeat => None,
-        }
-    }
-
-    /// One look for [`Conntrack::update`].
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn update_once(
-        &self,
-        now: Timestamp,
-        buf: &[u8],
-        pkt: &Packet,
-        p: Proto,
-        tuple: &Tuple,
-        h: u64,
-        shard: &Shard,
-        slab: &mut Slab,
-        stats: &mut Stats,
-    ) -> Update {
-        let found = shard.index.find(h, |e| {
-            slab.slots.get((e >> 1) as usize).and_then(|s| s.as_ref()).is_some_and(|c| c.has_tuple(entry_dir(e), tuple))
-        });
-        let Some(e) = found else { return Update::Missing };
-        let slot = (e >> 1) as usize;
-        let dir = entry_dir(e);
-        let c = slab.slots[slot].as_mut().expect("indexed slot is live");
-        if c.expires <= now {
-            self.remove(shard, slab, h, slot);
-            stats.expired += 1;
-            return Update::Missing;
-        }
-        let state = if dir == Dir::Reply || c.status.contains(Status::SEEN_REPLY) {
-            CtState::Established
-        } else {
-            CtState::New
-        };
-        // What an UPDATE event compares, when someone listens.
-        let before = self.events.wants(EventKind::Update).then(|| (c.status, c.proto.state_code()));
-        let verdict = {
-            let values = match &c.policy {
-                Some(pol) if !pol.is_deleted() => &pol.values,
-                _ => self.defaults.of(p),
+        // A Repeat (a TCP SYN re-opening a closing connection) removes the entry and looks again.
+        for _ in 0..2 {
+            let found = shard.index.find(h, |e| {
+                slab.slots
+                    .get((e >> 1) as usize)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|c| c.has_tuple(entry_dir(e), tuple))
+            });
+            let e = found?;
+            let slot = (e >> 1) as usize;
+            let dir = entry_dir(e);
+            let c = slab.slots[slot].as_mut().expect("indexed slot is live");
+            if c.expires <= now {
+                self.remove(shard, slab, h, slot);
+                stats.expired += 1;
+                return None;
+            }
+            let state = if dir == Dir::Reply || c.status.contains(Status::SEEN_REPLY) {
+                CtState::Established
+            } else {
+                CtState::New
             };
-            let mut ctx = l4::Ctx {
-                dir,
-                now,
-                start: c.start,
-                status: &mut c.status,
-                expires: &mut c.expires,
-                timeouts: values,
-                cfg: &self.cfg,
+            // What an UPDATE event compares, when someone listens.
+            let before = self.events.wants(EventKind::Update).then(|| (c.status, c.proto.state_code()));
+            let verdict = {
+                let values = match &c.policy {
+                    Some(pol) if !pol.is_deleted() => &pol.values,
+                    _ => self.defaults.of(p),
+                };
+                let mut ctx = l4::Ctx {
+                    dir,
+                    now,
+                    start: c.start,
+                    status: &mut c.status,
+                    expires: &mut c.expires,
+                    timeouts: values,
+                    cfg: &self.cfg,
+                };
+                l4::packet(p, &mut c.proto, &mut ctx, pkt, buf)
             };
-            l4::packet(p, &mut c.proto, &mut ctx, pkt, buf)
-        };
-        // As nf_ct_refresh_acct: a refresh also counts the packet; an ignored one (Keep) is
-        // neither counted nor refreshes; a FIXED_TIMEOUT connection is never refreshed.
-        match verdict {
-            Verdict::Refresh(secs) => {
-                if !c.status.contains(Status::FIXED_TIMEOUT) {
-                    c.expires = now.plus_secs(secs);
+            // As nf_ct_refresh_acct: a refresh also counts the packet; an ignored one (Keep) is
+            // neither counted nor refreshes; a FIXED_TIMEOUT connection is never refreshed.
+            match verdict {
+                Verdict::Refresh(secs) => {
+                    if !c.status.contains(Status::FIXED_TIMEOUT) {
+                        c.expires = now.plus_secs(secs);
+                    }
+                    c.account(dir, pkt.ip_len());
                 }
-                c.account(dir, pkt.ip_len());
+                Verdict::Keep => {}
+                Verdict::Invalid(r) => {
+                    stats.invalid(r);
+                    return Some(Class::invalid(r));
+                }
+                Verdict::Kill => {
+                    self.remove(shard, slab, h, slot);
+                    return Some(Class::of(state, dir));
+                }
+                Verdict::Repeat => {
+                    self.remove(shard, slab, h, slot);
+                    stats.search_restart += 1;
+                    continue;
+                }
             }
-            Verdict::Keep => {}
-            Verdict::Invalid(r) => {
-                stats.invalid(r);
-                return Update::Done(Class::invalid(r));
+            if dir == Dir::Reply {
+                c.status.insert(Status::SEEN_REPLY);
             }
-            Verdict::Kill => {
-                self.remove(shard, slab, h, slot);
-                return Update::Done(Class::of(state, dir));
+            if let Some((status, state)) = before {
+                self.update_event(c, status, state);
             }
-            Verdict::Repeat => {
-                self.remove(shard, slab, h, slot);
-                stats.search_restart += 1;
-                return Update::Repeat;
-            }
+            return Some(Class::of(state, dir));
         }
-        if dir == Dir::Reply {
-            c.status.insert(Status::SEEN_REPLY);
-        }
-        if let Some((status, state)) = before {
-            self.update_event(c, status, state);
-        }
-        Update::Done(Class::of(state, dir))
+        None
     }
 
     /// Queues an UPDATE event for `c` if its status or tracker state changed from `status` and
