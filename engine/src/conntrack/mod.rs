@@ -546,11 +546,8 @@ impl Conntrack {
         for (n, ((buf, pkt), key)) in run.iter().zip(keys).enumerate() {
             let (tuple, h) = key.as_ref().expect("a packet joins a run only with a tuple");
             let p = Proto::of(pkt.proto);
-            done[n] = match l4::error(p, pkt, buf, &self.cfg) {
-                Err(r) => {
-                    stats.invalid(r);
-                    Class::invalid(r)
-                }
+            done[n] = match self.checks(p, pkt, buf, stats) {
+                Err(class) => class,
                 Ok(()) => match self.update(now, buf, pkt, p, tuple, *h, shard, &mut guard, stats) {
                     Some(class) => class,
                     // No connection: this packet starts one.
@@ -575,9 +572,8 @@ impl Conntrack {
         stats: &mut Stats,
     ) -> Class {
         let p = Proto::of(pkt.proto);
-        if let Err(r) = l4::error(p, pkt, buf, &self.cfg) {
-            stats.invalid(r);
-            return Class::invalid(r);
+        if let Err(class) = self.checks(p, pkt, buf, stats) {
+            return class;
         }
         if matches!(p, Proto::Icmp | Proto::Icmpv6) {
             match l4::icmp::kind(pkt) {
@@ -595,6 +591,16 @@ impl Conntrack {
             return class;
         }
         Class::split(self.prepare_new(now, buf, pkt, p, *tuple, stats), pending)
+    }
+
+    /// The tracker's checks before the lookup (`l4::error`); a packet that fails them is invalid,
+    /// counted under its reason.
+    #[inline(always)]
+    fn checks(&self, p: Proto, pkt: &Packet, buf: &[u8], stats: &mut Stats) -> Result<(), Class> {
+        l4::error(p, pkt, buf, &self.cfg).map_err(|r| {
+            stats.invalid(r);
+            Class::invalid(r)
+        })
     }
 
     /// Finds the connection of the packet (tuple `tuple`, hash `h`, in `shard`, whose slab the
@@ -939,7 +945,7 @@ impl Conntrack {
     /// order does not matter), until `budget` entries have been examined: a sparse table may have
     /// nothing to drop in one shard, and a full table of assured entries must fail fast.
     fn early_drop_elsewhere(&self, h: u64, now: Timestamp, budget: &mut usize) -> bool {
-        let own = (h >> 56) as usize % SHARDS;
+        let own = Self::shard_index(h);
         for k in 1..SHARDS {
             if *budget == 0 {
                 break;
