@@ -474,18 +474,31 @@ impl Conntrack {
             // Each packet's shard, for the runs below; `ALONE` for one that cannot join a run:
             // no tuple, or ICMP (an error's RELATED lookup takes a lock of its own).
             let mut shard_of = [ALONE; BATCH];
-            for ((k, s), (_, pkt)) in keys.iter_mut().zip(shard_of.iter_mut()).zip(chunk) {
-                *k = Tuple::of(pkt).map(|t| (t, self.hash(&t)));
-                if let Some((_, h)) = k {
-                    sys::prefetch(self.shard(*h).index.bucket_addr(*h));
-                    if !matches!(Proto::of(pkt.proto), Proto::Icmp | Proto::Icmpv6) {
-                        *s = Self::shard_index(*h) as u16;
-                    }
+            // Bit i: packet i has the tuple of packet i - 1 (a flow's burst, as rings deliver
+            // them), so it has its hash, its lines are already asked for, and in a run it finds
+            // the connection the packet before it found without looking again.
+            let mut repeats = 0u32;
+            for (i, (_, pkt)) in chunk.iter().enumerate() {
+                let Some(t) = Tuple::of(pkt) else { continue };
+                let prev = if i > 0 { keys[i - 1].as_ref() } else { None };
+                // Ports first: they tell most flows apart (and all of one host pair's).
+                if let Some(&(_, h)) = prev.filter(|(p, _)| (p.sport, p.dport) == (t.sport, t.dport) && *p == t) {
+                    keys[i] = Some((t, h));
+                    shard_of[i] = shard_of[i - 1];
+                    repeats |= 1 << i;
+                    continue;
+                }
+                let h = self.hash(&t);
+                keys[i] = Some((t, h));
+                sys::prefetch(self.shard(h).index.bucket_addr(h));
+                if !matches!(Proto::of(pkt.proto), Proto::Icmp | Proto::Icmpv6) {
+                    shard_of[i] = Self::shard_index(h) as u16;
                 }
             }
-            for (_, h) in keys.iter().flatten() {
-                let shard = self.shard(*h);
-                if let Some(v) = shard.index.hint(*h).filter(|v| ((v >> 1) as usize) < shard.cap) {
+            for (i, key) in keys.iter().enumerate() {
+                let Some(&(_, h)) = key.as_ref().filter(|_| repeats >> i & 1 == 0) else { continue };
+                let shard = self.shard(h);
+                if let Some(v) = shard.index.hint(h).filter(|v| ((v >> 1) as usize) < shard.cap) {
                     let at = shard.slot_addr(v >> 1);
                     for line in (0..std::mem::size_of::<Slot>()).step_by(64) {
                         sys::prefetch(at.wrapping_add(line));
@@ -510,7 +523,7 @@ impl Conntrack {
                 }
                 let most = chunk.len().min(k + RUN);
                 let end = shard_of[k..most].iter().position(|&s| s != si).map_or(most, |r| k + r);
-                let (n, new) = self.track_run(now, &chunk[k..end], &keys[k..end], si, &mut done, stats);
+                let (n, new) = self.track_run(now, &chunk[k..end], &keys[k..end], repeats >> k, &mut done, stats);
                 for (i, class) in done[..n].iter().enumerate() {
                     decide(base + k + i, class.tracked(None), stats);
                 }
@@ -525,30 +538,38 @@ impl Conntrack {
         }
     }
 
-    /// Tracks `run`, packets whose connections are all in shard `si` (`keys` their tuples and
-    /// hashes), under one taking of its lock, writing what each came to in `done`; stops at the
-    /// first packet that finds no connection. Returns how many were tracked and, if it stopped
-    /// early, the tracker and tuple of the packet that starts a connection (the next one, which
-    /// the caller must hand to `decide` before the flow's next packet is looked up). Out of line:
-    /// the packets tracked one by one keep [`Conntrack::track_batch`]'s loop to themselves.
+    /// Tracks `run`, packets whose connections are all in one shard (`keys` their tuples and
+    /// hashes; bit n of `repeats` set when packet n has the tuple of the one before it), under one
+    /// taking of its lock, writing what each came to in `done`; stops at the first packet that
+    /// finds no connection. Returns how many were tracked and, if it stopped early, the tracker
+    /// and tuple of the packet that starts a connection (the next one, which the caller must hand
+    /// to `decide` before the flow's next packet is looked up). Out of line: the packets tracked
+    /// one by one keep [`Conntrack::track_batch`]'s loop to themselves.
     #[inline(never)]
     fn track_run(
         &self,
         now: Timestamp,
         run: &[(&[u8], Packet)],
         keys: &[Option<(Tuple, u64)>],
-        si: u16,
+        repeats: u32,
         done: &mut [Class; BATCH],
         stats: &mut Stats,
     ) -> (usize, Option<(Proto, Tuple)>) {
-        let shard = &self.shards[usize::from(si)];
+        let (_, first) = keys[0].as_ref().expect("a packet joins a run only with a tuple");
+        let shard = self.shard(*first);
         let mut guard = shard.slab.lock();
+        // The index entry of the connection the packet before found and left in the table: while
+        // the lock is held, the next packet with the same tuple belongs to it.
+        let mut at = None;
         for (n, ((buf, pkt), key)) in run.iter().zip(keys).enumerate() {
             let (tuple, h) = key.as_ref().expect("a packet joins a run only with a tuple");
+            if n == 0 || repeats >> n & 1 == 0 {
+                at = None;
+            }
             let p = Proto::of(pkt.proto);
             done[n] = match self.checks(p, pkt, buf, stats) {
                 Err(class) => class,
-                Ok(()) => match self.update(now, buf, pkt, p, tuple, *h, shard, &mut guard, stats) {
+                Ok(()) => match self.update(now, buf, pkt, p, tuple, *h, shard, &mut guard, &mut at, stats) {
                     Some(class) => class,
                     // No connection: this packet starts one.
                     None => return (n, Some((p, *tuple))),
@@ -587,7 +608,7 @@ impl Conntrack {
             return Class::invalid(Invalid::NoTuple);
         };
         let shard = self.shard(*h);
-        if let Some(class) = self.update(now, buf, pkt, p, tuple, *h, shard, &mut shard.slab.lock(), stats) {
+        if let Some(class) = self.update(now, buf, pkt, p, tuple, *h, shard, &mut shard.slab.lock(), &mut None, stats) {
             return class;
         }
         Class::split(self.prepare_new(now, buf, pkt, p, *tuple, stats), pending)
@@ -605,9 +626,10 @@ impl Conntrack {
 
     /// Finds the connection of the packet (tuple `tuple`, hash `h`, in `shard`, whose slab the
     /// caller has locked) and lets its tracker update it; `None` when there is none (or only an
-    /// expired one, now removed). Shared by the packets tracked alone and in runs; removal and
-    /// events are out of line, so that an established packet's path keeps its values in
-    /// registers.
+    /// expired one, now removed). `at`: the connection's index entry when the caller knows it
+    /// (else it is looked up); on return, the entry if the connection is still in the table.
+    /// Shared by the packets tracked alone and in runs; removal and events are out of line, so
+    /// that an established packet's path keeps its values in registers.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn update(
@@ -620,17 +642,20 @@ impl Conntrack {
         h: u64,
         shard: &Shard,
         slab: &mut Slab,
+        at: &mut Option<u32>,
         stats: &mut Stats,
     ) -> Option<Class> {
         // A Repeat (a TCP SYN re-opening a closing connection) removes the entry and looks again.
         for _ in 0..2 {
-            let found = shard.index.find(h, |e| {
-                slab.slots
-                    .get((e >> 1) as usize)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|c| c.has_tuple(entry_dir(e), tuple))
-            });
-            let e = found?;
+            let e = match at.take() {
+                Some(e) => e,
+                None => shard.index.find(h, |e| {
+                    slab.slots
+                        .get((e >> 1) as usize)
+                        .and_then(|s| s.as_ref())
+                        .is_some_and(|c| c.has_tuple(entry_dir(e), tuple))
+                })?,
+            };
             let slot = (e >> 1) as usize;
             let dir = entry_dir(e);
             let c = slab.slots[slot].as_mut().expect("indexed slot is live");
@@ -674,6 +699,7 @@ impl Conntrack {
                 Verdict::Keep => {}
                 Verdict::Invalid(r) => {
                     stats.invalid(r);
+                    *at = Some(e);
                     return Some(Class::invalid(r));
                 }
                 Verdict::Kill => {
@@ -692,6 +718,7 @@ impl Conntrack {
             if let Some((status, state)) = before {
                 self.update_event(c, status, state);
             }
+            *at = Some(e);
             return Some(Class::of(state, dir));
         }
         None
