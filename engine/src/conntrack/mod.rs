@@ -832,8 +832,19 @@ impl Conntrack {
     }
 
     /// Inserts the connection a packet created, once that packet is accepted.
+    #[inline]
     pub fn confirm(&self, tracked: &mut Tracked, stats: &mut Stats) -> Result<(), Refused> {
-        let Some(mut c) = tracked.pending.take() else { return Ok(()) };
+        // Inline, the common case (nothing pending: every packet of an unreplied flow is NEW)
+        // costs the caller a test, not a call.
+        match tracked.pending.take() {
+            None => Ok(()),
+            Some(c) => self.confirm_pending(c, stats),
+        }
+    }
+
+    /// [`Conntrack::confirm`] for a packet that created connection `c`.
+    #[inline(never)]
+    fn confirm_pending(&self, mut c: Box<Conn>, stats: &mut Stats) -> Result<(), Refused> {
         let h = self.hash(&c.orig);
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
