@@ -75,12 +75,16 @@ impl Conn {
         self.orig.invert().expect("a connection's tuple has an inverse (checked when it entered the table)")
     }
 
-    /// Whether `t` is this connection's tuple in direction `d`.
+    /// The direction in which `t` is one of this connection's tuples (the original one first, for
+    /// a tuple that is its own inverse), if it is.
     #[inline]
-    pub fn has_tuple(&self, d: Dir, t: &Tuple) -> bool {
-        match d {
-            Dir::Original => self.orig == *t,
-            Dir::Reply => t.answers(&self.orig),
+    pub fn dir_of(&self, t: &Tuple) -> Option<Dir> {
+        if self.orig == *t {
+            Some(Dir::Original)
+        } else if t.answers(&self.orig) {
+            Some(Dir::Reply)
+        } else {
+            None
         }
     }
 

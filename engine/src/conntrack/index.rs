@@ -6,7 +6,7 @@
 //! per-packet lock are serialised; issued ahead, the misses of a whole batch overlap.
 //!
 //! Entries are `AtomicU64`: `tag << 32 | (value + 1)`, zero when empty, where `tag` is the high
-//! half of the hash and `value` is `slot << 1 | dir`. They are written only under the shard lock;
+//! half of the hash and `value` is a connection's slot. They are written only under the shard lock;
 //! readers that do not hold it use what they read as a hint and verify under the lock.
 //!
 //! Collisions probe linearly over buckets. Each bucket counts the entries whose probe passed

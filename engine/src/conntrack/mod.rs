@@ -4,10 +4,10 @@
 //! The table is split into shards, each a lock around a slab of connections plus a hash index.
 //! Both tuples of a connection hash with one *symmetric* keyed hash (equal for a tuple and its
 //! inverse), so both land in the same shard and a packet costs one hash and one uncontended lock,
-//! whichever its direction. The index (see `index.rs`) stores `slot << 1 | dir` with a hash tag,
-//! one cache line per bucket, and a lookup compares against the original tuple held in the slab
-//! (a reply-direction entry against its inverse, see [`Conn`]): about 40 bytes of index per
-//! connection at a full table. A slot is three cache lines, line-aligned. Index and slabs are
+//! whichever its direction. The index (see `index.rs`) stores one entry per connection, its slot
+//! with a hash tag, one cache line per bucket, and a lookup compares the packet's tuple with the
+//! original tuple held in the slab, then with its inverse (see [`Conn`]): about 20 bytes of index
+//! per connection at a full table. A slot is three cache lines, line-aligned. Index and slabs are
 //! reserved up front for `max`
 //! connections, as the kernel sizes its hash table, so their addresses never move and
 //! [`Conntrack::track_batch`] can prefetch a batch's buckets and slots before taking any lock.
@@ -287,14 +287,24 @@ const RUN: usize = 8;
 /// preempted is not spun against for a whole time slice.
 type Mutex<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 
-/// The direction of index entry `e` (`slot << 1 | dir`).
-#[inline]
-fn entry_dir(e: u32) -> Dir {
-    if e & 1 == 0 {
-        Dir::Original
-    } else {
-        Dir::Reply
-    }
+/// The slot of the connection in `slab` that has `t` as one of its tuples, among those `shard`'s
+/// index holds under hash `h`, and the direction `t` goes in; only a connection that `accept`s.
+/// One index entry serves both directions (the hash is symmetric): the original tuple is compared
+/// first. Caller holds the shard's lock. Always inlined: it is the lookup of every packet.
+#[inline(always)]
+fn lookup(shard: &Shard, slab: &Slab, h: u64, t: &Tuple, accept: impl Fn(&Conn) -> bool) -> Option<(usize, Dir)> {
+    let mut dir = Dir::Original;
+    let slot = shard.index.find(h, |slot| {
+        let Some(c) = slab.slots.get(slot as usize).and_then(|s| s.as_ref()) else { return false };
+        match c.dir_of(t) {
+            Some(d) if accept(c) => {
+                dir = d;
+                true
+            }
+            _ => false,
+        }
+    })?;
+    Some((slot as usize, dir))
 }
 
 /// A place for a connection in a slab, aligned to a cache line: a connection (168 bytes) then
@@ -333,7 +343,7 @@ struct Slab {
 #[repr(align(128))]
 struct Shard {
     slab: Mutex<Slab>,
-    /// `slot << 1 | dir` by the connection's symmetric hash; written under `slab`'s lock.
+    /// Each connection's slot by its symmetric hash; written under `slab`'s lock.
     index: Index,
     /// Connections this shard can hold (the slab's capacity).
     cap: usize,
@@ -347,7 +357,7 @@ impl Shard {
         let base = slots.as_ptr() as usize;
         Shard {
             slab: Mutex::new(Slab { slots, free: Vec::new(), cursor: 0 }),
-            index: Index::with_capacity(2 * cap),
+            index: Index::with_capacity(cap),
             cap,
             base,
         }
@@ -498,8 +508,8 @@ impl Conntrack {
             for (i, key) in keys.iter().enumerate() {
                 let Some(&(_, h)) = key.as_ref().filter(|_| repeats >> i & 1 == 0) else { continue };
                 let shard = self.shard(h);
-                if let Some(v) = shard.index.hint(h).filter(|v| ((v >> 1) as usize) < shard.cap) {
-                    let at = shard.slot_addr(v >> 1);
+                if let Some(slot) = shard.index.hint(h).filter(|&slot| (slot as usize) < shard.cap) {
+                    let at = shard.slot_addr(slot);
                     for line in (0..std::mem::size_of::<Slot>()).step_by(64) {
                         sys::prefetch(at.wrapping_add(line));
                     }
@@ -642,22 +652,15 @@ impl Conntrack {
         h: u64,
         shard: &Shard,
         slab: &mut Slab,
-        at: &mut Option<u32>,
+        at: &mut Option<(usize, Dir)>,
         stats: &mut Stats,
     ) -> Option<Class> {
         // A Repeat (a TCP SYN re-opening a closing connection) removes the entry and looks again.
         for _ in 0..2 {
-            let e = match at.take() {
-                Some(e) => e,
-                None => shard.index.find(h, |e| {
-                    slab.slots
-                        .get((e >> 1) as usize)
-                        .and_then(|s| s.as_ref())
-                        .is_some_and(|c| c.has_tuple(entry_dir(e), tuple))
-                })?,
+            let (slot, dir) = match at.take() {
+                Some(found) => found,
+                None => lookup(shard, slab, h, tuple, |_| true)?,
             };
-            let slot = (e >> 1) as usize;
-            let dir = entry_dir(e);
             let c = slab.slots[slot].as_mut().expect("indexed slot is live");
             if c.expires <= now {
                 self.remove(shard, slab, h, slot);
@@ -699,7 +702,7 @@ impl Conntrack {
                 Verdict::Keep => {}
                 Verdict::Invalid(r) => {
                     stats.invalid(r);
-                    *at = Some(e);
+                    *at = Some((slot, dir));
                     return Some(Class::invalid(r));
                 }
                 Verdict::Kill => {
@@ -718,7 +721,7 @@ impl Conntrack {
             if let Some((status, state)) = before {
                 self.update_event(c, status, state);
             }
-            *at = Some(e);
+            *at = Some((slot, dir));
             return Some(Class::of(state, dir));
         }
         None
@@ -813,15 +816,8 @@ impl Conntrack {
         let h = self.hash(&t);
         let shard = self.shard(h);
         let slab = shard.slab.lock();
-        let hit = shard.index.find(h, |e| {
-            slab.slots
-                .get((e >> 1) as usize)
-                .and_then(|s| s.as_ref())
-                .is_some_and(|c| c.has_tuple(entry_dir(e), &t) && c.expires > now)
-        });
-        if let Some(e) = hit {
-            let c = slab.slots[(e >> 1) as usize].as_ref().expect("indexed slot is live");
-            let dir = entry_dir(e);
+        if let Some((slot, dir)) = lookup(shard, &slab, h, &t, |c| c.expires > now) {
+            let c = slab.slots[slot].as_ref().expect("indexed slot is live");
             // The error must be addressed to where the connection's packets in that direction go.
             if c.tuple(dir).dst == pkt.dst {
                 return Tracked::of(CtState::Related, dir);
@@ -900,18 +896,11 @@ impl Conntrack {
 
     /// Whether a live connection with one of `c`'s tuples is in the shard of hash `h`.
     fn clashes(shard: &Shard, slab: &Slab, h: u64, c: &Conn, now: Timestamp) -> bool {
-        shard
-            .index
-            .find(h, |e| {
-                slab.slots.get((e >> 1) as usize).and_then(|s| s.as_ref()).is_some_and(|o| {
-                    o.expires > now && (o.has_tuple(entry_dir(e), &c.orig) || o.has_tuple(entry_dir(e).flip(), &c.orig))
-                })
-            })
-            .is_some()
+        lookup(shard, slab, h, &c.orig, |o| o.expires > now).is_some()
     }
 
-    /// Puts `c` (hashing to `h`) into a free slot of its shard and indexes both its tuples.
-    /// Caller holds the lock and has taken the place ([`Conntrack::make_room`]).
+    /// Puts `c` (hashing to `h`) into a free slot of its shard and indexes it (one entry for both
+    /// its tuples). Caller holds the lock and has taken the place ([`Conntrack::make_room`]).
     fn insert_locked(&self, shard: &Shard, slab: &mut Slab, h: u64, c: Conn) {
         if self.events.wants(EventKind::New) {
             self.events.push(EventKind::New, Box::new(c.clone()));
@@ -927,8 +916,8 @@ impl Conntrack {
                 (slab.slots.len() - 1) as u32
             }
         };
-        // The index holds two entries per slot of capacity, so these cannot fail.
-        let inserted = shard.index.insert(h, slot << 1) && shard.index.insert(h, slot << 1 | 1);
+        // The index holds an entry per slot of capacity, so this cannot fail.
+        let inserted = shard.index.insert(h, slot);
         debug_assert!(inserted, "index sized for the slab");
     }
 
@@ -1001,8 +990,7 @@ impl Conntrack {
     /// Out of line: the packet path calls it only for an expired or killed connection.
     #[inline(never)]
     fn remove(&self, shard: &Shard, slab: &mut Slab, h: u64, slot: usize) {
-        shard.index.remove(h, (slot as u32) << 1);
-        shard.index.remove(h, (slot as u32) << 1 | 1);
+        shard.index.remove(h, slot as u32);
         let gone = slab.slots[slot].take();
         if let Some(c) = gone.filter(|_| self.events.wants(EventKind::Destroy)) {
             self.events.push(EventKind::Destroy, Box::new(c));

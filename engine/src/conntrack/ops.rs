@@ -40,15 +40,10 @@ pub enum InsertError {
     Full,
 }
 
-/// The index entry (`slot << 1 | dir`) of the live connection in `shard` with tuple `t` (hashing to
-/// `h`). Caller holds the shard's lock.
-fn live_slot(shard: &Shard, slab: &Slab, h: u64, t: &Tuple, now: Timestamp) -> Option<u32> {
-    shard.index.find(h, |e| {
-        slab.slots
-            .get((e >> 1) as usize)
-            .and_then(|s| s.as_ref())
-            .is_some_and(|c| c.has_tuple(super::entry_dir(e), t) && c.expires > now)
-    })
+/// The slot of the live connection in `shard` with tuple `t` (hashing to `h`). Caller holds the
+/// shard's lock.
+fn live_slot(shard: &Shard, slab: &Slab, h: u64, t: &Tuple, now: Timestamp) -> Option<usize> {
+    super::lookup(shard, slab, h, t, |c| c.expires > now).map(|(slot, _)| slot)
 }
 
 impl Conntrack {
@@ -66,8 +61,8 @@ impl Conntrack {
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
-        let e = live_slot(shard, slab, h, t, now)?;
-        slab.slots[(e >> 1) as usize].as_mut().map(f)
+        let slot = live_slot(shard, slab, h, t, now)?;
+        slab.slots[slot].as_mut().map(f)
     }
 
     /// Removes the live connection that has `t` as one of its tuples if `remove_if` says so.
@@ -77,8 +72,7 @@ impl Conntrack {
         let shard = self.shard(h);
         let mut guard = shard.slab.lock();
         let slab = &mut *guard;
-        let e = live_slot(shard, slab, h, t, now)?;
-        let slot = (e >> 1) as usize;
+        let slot = live_slot(shard, slab, h, t, now)?;
         let c = slab.slots[slot].as_ref()?;
         if !remove_if(c) {
             return Some(false);
