@@ -568,8 +568,8 @@ impl Conntrack {
         let (_, first) = keys[0].as_ref().expect("a packet joins a run only with a tuple");
         let shard = self.shard(*first);
         let mut guard = shard.slab.lock();
-        // The index entry of the connection the packet before found and left in the table: while
-        // the lock is held, the next packet with the same tuple belongs to it.
+        // The slot (and direction) of the connection the packet before found and left in the
+        // table: while the lock is held, the next packet with the same tuple belongs to it.
         let mut at = None;
         for (n, ((buf, pkt), key)) in run.iter().zip(keys).enumerate() {
             let (tuple, h) = key.as_ref().expect("a packet joins a run only with a tuple");
@@ -636,8 +636,9 @@ impl Conntrack {
 
     /// Finds the connection of the packet (tuple `tuple`, hash `h`, in `shard`, whose slab the
     /// caller has locked) and lets its tracker update it; `None` when there is none (or only an
-    /// expired one, now removed). `at`: the connection's index entry when the caller knows it
-    /// (else it is looked up); on return, the entry if the connection is still in the table.
+    /// expired one, now removed). `at`: the connection's slot and the packet's direction when the
+    /// caller knows them (else they are looked up); on return, the same if the connection is still
+    /// in the table.
     /// Shared by the packets tracked alone and in runs; removal and events are out of line, so
     /// that an established packet's path keeps its values in registers.
     #[allow(clippy::too_many_arguments)]
