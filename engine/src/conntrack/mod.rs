@@ -638,9 +638,8 @@ impl Conntrack {
     /// caller has locked) and lets its tracker update it; `None` when there is none (or only an
     /// expired one, now removed). `at`: the connection's slot and the packet's direction when the
     /// caller knows them (else they are looked up); on return, the same if the connection is still
-    /// in the table.
-    /// Shared by the packets tracked alone and in runs; removal and events are out of line, so
-    /// that an established packet's path keeps its values in registers.
+    /// in the table. Shared by the packets tracked alone and in runs; removal and events are out
+    /// of line, so that an established packet's path keeps its values in registers.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn update(

@@ -77,8 +77,8 @@ impl Conntrack {
         if !remove_if(c) {
             return Some(false);
         }
-        let h0 = self.hash(&c.orig);
-        self.remove(shard, slab, h0, slot);
+        // `t` may be the reply tuple: the hash is symmetric, so `h` is the connection's either way.
+        self.remove(shard, slab, h, slot);
         Some(true)
     }
 
