@@ -373,11 +373,11 @@ impl TxRing {
     /// kernel took it).
     fn send_one(&mut self, f: &TxFrame<'_>) -> io::Result<bool> {
         self.flush()?;
-        let hdr = f.offload.encode_for_tx(f.data.len());
-        match sys::send_parts(self.bulk.as_raw_fd(), &[&hdr, f.data]) {
+        let hdr = f.offload.encode_for_tx(f.len());
+        match sys::send_parts(self.bulk.as_raw_fd(), &[&hdr, f.data, f.tail]) {
             Ok(_) => {
                 self.stats.tx_packets += 1;
-                self.stats.tx_bytes += f.data.len() as u64;
+                self.stats.tx_bytes += f.len() as u64;
                 self.stats.tx_gso += u64::from(f.offload.gso.is_some());
                 Ok(true)
             }
@@ -405,7 +405,7 @@ impl Tx for TxRing {
         let mut queued = 0;
         let room = self.slot_size - field::TX_DATA - VNET_HDR_LEN;
         for (i, f) in frames.iter().enumerate() {
-            let len = f.data.len();
+            let len = f.len();
             if !(14..=MAX_FRAME).contains(&len) {
                 self.stats.tx_errors += 1;
                 continue;
@@ -424,6 +424,9 @@ impl Tx for TxRing {
             let base = self.cur * self.slot_size;
             self.map.write(base + field::TX_DATA, &f.offload.encode_for_tx(len));
             self.map.write(base + field::TX_DATA + VNET_HDR_LEN, f.data);
+            if !f.tail.is_empty() {
+                self.map.write(base + field::TX_DATA + VNET_HDR_LEN + f.data.len(), f.tail);
+            }
             self.map.write_u32(base + field::TX_LEN, (VNET_HDR_LEN + len) as u32);
             // Release: the frame and its length are in place before the kernel may see the request.
             self.map.status(base + field::STATUS).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
@@ -1015,7 +1018,7 @@ mod tests {
 
             // TSO on the egress: the super-frame crosses the veth whole, and the receiving port
             // reads it whole with its description (the kernel's, for the same packet).
-            assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+            assert_eq!(a.tx(&[TxFrame::new(&f, offload)]).unwrap(), 1);
             a.flush().unwrap();
             let got = collect(&mut b, 1);
             assert_eq!(got.len(), 1, "one super-frame: {:?}", got.iter().map(|g| g.0.len()).collect::<Vec<_>>());
@@ -1029,7 +1032,7 @@ mod tests {
 
             // TSO off: the kernel cuts it on the way out (the ring's qdisc bypass would drop it).
             ethtool(&["-K", "va", "tso", "off", "gso", "off"]);
-            assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+            assert_eq!(a.tx(&[TxFrame::new(&f, offload)]).unwrap(), 1);
             a.flush().unwrap();
             let got = collect(&mut b, 14);
             assert_eq!(got.len(), 14, "20000 bytes in 1448-byte segments");
@@ -1071,7 +1074,7 @@ mod tests {
             for i in 0..20u32 {
                 let payload: Vec<u8> = (0..5000u32).map(|k| (k * 7 + i) as u8).collect();
                 let (f, offload) = super_frame(mac_of("vb"), &payload);
-                assert_eq!(a.tx(&[TxFrame { data: &f, offload }]).unwrap(), 1);
+                assert_eq!(a.tx(&[TxFrame::new(&f, offload)]).unwrap(), 1);
                 sent.push(f);
                 let short = frame(i)[..60].to_vec();
                 assert_eq!(a.tx_plain(&[&short]).unwrap(), 1);

@@ -249,7 +249,7 @@ impl Cx<'_> {
                 None => (data, f.offload),
             };
             let offload = Offload { data_valid: false, ..offload };
-            self.deliver(at, egress, TxFrame { data: frame, offload }, None, out, batch);
+            self.deliver(at, egress, TxFrame::new(frame, offload), None, out, batch);
             return;
         }
         let mut p = match parse_ip(data, ETH) {
@@ -313,7 +313,7 @@ impl Cx<'_> {
             Egress::Flood => "",
             Egress::Filtered | Egress::LinkLocal => {
                 // Nowhere to go: not forwarded, so never confirmed.
-                self.deliver(at, egress, TxFrame { data: frame, offload }, None, out, batch);
+                self.deliver(at, egress, TxFrame::new(frame, offload), None, out, batch);
                 return;
             }
         };
@@ -334,7 +334,7 @@ impl Cx<'_> {
         if !forward_verdict(self.shared, self.now, &d, &mut t, self.stats, batch, reject) {
             return;
         }
-        self.deliver(at, egress, TxFrame { data: frame, offload }, Some((&p, gso, reassembled)), out, batch);
+        self.deliver(at, egress, TxFrame::new(frame, offload), Some((&p, gso, reassembled)), out, batch);
     }
 
     /// Sends `frame` (from port `at`) where `egress` says; `ip` is its parsed IP packet when it is

@@ -9,7 +9,7 @@
 //! A received frame is borrowed from the ring: it is parsed, filtered at prerouting and tracked
 //! there, a ring batch at a time ([`Conntrack::track_batch`]); a packet that is forwarded is then
 //! copied into the worker's scratch buffer, where the router rewrites its Ethernet header and TTL,
-//! and from there into the transmit ring. Frames whose checksum the sender left to offload
+//! and from there into the transmit ring (a super-frame: only its headers, see below). Frames whose checksum the sender left to offload
 //! (`CSUM_NOT_READY`) get it completed in the scratch copy (conntrack, like the kernel's, does
 //! not verify such a checksum, nor one the kernel reports verified), so the receiver gets one.
 //!
@@ -20,7 +20,10 @@
 //! checksum update), and sent on whole with a vnet header that describes it again — GSO kind,
 //! segment size, header length, and the partial checksum's offsets in the new frame (`NEEDS_CSUM`:
 //! its checksum is *not* completed here) — so that the egress veth or NIC cuts it, or the
-//! receiving stack takes it whole as it takes a GRO packet. The MTU is checked against the pieces.
+//! receiving stack takes it whole as it takes a GRO packet. Only its headers are copied to be
+//! rewritten; the payload is sent from the receive buffer, gathered after them by `sendmsg`
+//! ([`TxFrame::tail`]), so that its bytes are copied once from the kernel and once back, as few
+//! times as a user-space forwarder can. The MTU is checked against the pieces.
 //! Where it cannot go whole (its next hop unresolved, its pieces to be fragmented) the router cuts
 //! it in software (`gso_segmented`). A super-frame whose vnet header does not describe its packet
 //! (kind against protocol and family, checksum offsets against the L4 header) is dropped as
@@ -56,7 +59,7 @@ use crate::conntrack::{Conntrack, CtState, Invalid, Stats, Tracked};
 use crate::defrag::DefragError;
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::gso::{self, Gso};
-use crate::route::{self, icmp, Forward, Hop, NeighDrop, Routed, Router, Rx};
+use crate::route::{self, icmp, Forward, Hop, NeighDrop, Routed, Router, Rx, Split};
 use crate::timeouts::Registry;
 
 /// What the control plane and the workers share.
@@ -881,15 +884,30 @@ impl Cx<'_> {
     ) {
         let Cx { shared, router, rules, now, at, iif } = *self;
         // Work on a copy: the router rewrites headers in place, and a partial checksum is
-        // completed — but not a super-frame's, which stays partial for whoever cuts it.
+        // completed — but not a super-frame's, which stays partial for whoever cuts it. Of a
+        // super-frame only the headers are copied: its payload (up to 64 KB) goes out from where
+        // it was received (`tail`), unless it has to be answered, cut or held (see `Split`).
+        let copied = match (gso, p.l4) {
+            (Some(_), L4::Tcp(t)) => p.l4_offset + usize::from(t.header_len),
+            (Some(_), L4::Udp(_)) => p.l4_offset + 8,
+            _ => f.data.len(),
+        }
+        .min(f.data.len());
         scratch.clear();
-        scratch.extend_from_slice(f.data);
+        scratch.extend_from_slice(&f.data[..copied]);
+        let mut tail = &f.data[copied..];
         if f.flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
             complete_checksum(scratch, &p);
         }
         let datagram_range = p.l3_offset..p.end;
         let decide = |hook: Hook, oif: &str, t: &Tracked| rules.eval(hook, &Meta { iif, oif }, &p, t.state);
-        match router.route(at, &p) {
+        let routed = router.route(at, &p);
+        if !matches!(routed, Routed::Forward(_)) {
+            // Answered or dropped here: every such path reads the datagram whole.
+            scratch.extend_from_slice(tail);
+            tail = &[];
+        }
+        match routed {
             Routed::Local { .. } | Routed::Broadcast => {
                 let d = decide(Hook::Input, "", &t);
                 match d.verdict {
@@ -910,7 +928,7 @@ impl Cx<'_> {
                 }
             }
             Routed::Forward(hop) => {
-                forward(shared, router, stats, scratch, now, at, &p, gso, hop, t, decide, out, batch, originate)
+                forward(shared, router, stats, scratch, tail, now, at, &p, gso, hop, t, decide, out, batch, originate)
             }
             Routed::Unreachable => {
                 batch.drop(DropReason::NoRoute);
@@ -927,6 +945,7 @@ fn forward(
     router: &Router,
     stats: &mut Stats,
     scratch: &mut [u8],
+    tail: &[u8],
     now: Timestamp,
     at: usize,
     p: &Packet,
@@ -940,18 +959,24 @@ fn forward(
 ) {
     let oif = router.ifaces().get(hop.iface).map_or("", |i| i.name.as_str());
     let d = decide(Hook::Forward, oif, &t);
-    let datagram = &scratch[p.l3_offset..p.end];
     let partial = gso.is_some();
-    let reject =
-        |kind, _: &mut Stats, _: &mut Batch| originate.extend(reject_answer(router, at, datagram, partial, p, kind));
+    let (l3, end) = (p.l3_offset, p.end);
+    let reject = |kind, _: &mut Stats, _: &mut Batch| {
+        let held = end.min(scratch.len());
+        let datagram = route::whole(&scratch[l3..held], &tail[..end - held]);
+        originate.extend(reject_answer(router, at, &datagram, partial, p, kind))
+    };
     if !forward_verdict(shared, now, &d, &mut t, stats, batch, reject) {
         return;
     }
-    match router.transmit_gso(now, at, scratch, p, hop, gso.as_ref()) {
+    match router.transmit_gso(now, at, Split { head: &mut *scratch, tail }, p, hop, gso.as_ref()) {
         Forward::Transmit { iface, start, end, .. } => {
-            // A super-frame goes whole, described again for its new frame.
+            // A super-frame goes whole, described again for its new frame: its headers from the
+            // copy, its payload from where it was received.
             let offload = gso.map_or(Offload::NONE, |g| gso_offload(&g, p, start));
-            if out(iface, TxFrame { data: &scratch[start..end], offload }) {
+            let held = end.min(scratch.len());
+            let frame = TxFrame { data: &scratch[start..held], tail: &tail[..end - held], offload };
+            if out(iface, frame) {
                 batch.forwarded += 1;
             } else {
                 batch.drop(DropReason::TxFailed);

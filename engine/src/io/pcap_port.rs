@@ -233,7 +233,7 @@ impl<W: Write> Writer<W> {
     fn tx(&mut self, frames: &[TxFrame<'_>]) -> io::Result<usize> {
         let ts = self.now();
         let mut n = 0;
-        for &TxFrame { data: f, offload } in frames {
+        for f in frames {
             let Some(len) = u32::try_from(f.len()).ok().filter(|&l| l <= SNAPLEN) else {
                 self.stats.tx_errors += 1;
                 continue;
@@ -245,10 +245,11 @@ impl<W: Write> Writer<W> {
             rec[8..12].copy_from_slice(&len.to_be_bytes());
             rec[12..16].copy_from_slice(&len.to_be_bytes());
             self.out.write_all(&rec)?;
-            self.out.write_all(f)?;
+            self.out.write_all(f.data)?;
+            self.out.write_all(f.tail)?;
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += u64::from(len);
-            self.stats.tx_gso += u64::from(offload.gso.is_some());
+            self.stats.tx_gso += u64::from(f.offload.gso.is_some());
             n += 1;
         }
         Ok(n)

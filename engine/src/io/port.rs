@@ -283,16 +283,36 @@ impl Offload {
 }
 
 /// A frame to transmit, with the vnet header its receiver gets on ports that send one.
+///
+/// The frame is `data` followed by `tail`: a forwarded super-frame has its headers rewritten in a
+/// copy (`data`) and its payload sent from where it was received (`tail`), so that its 64 KB are
+/// not copied once more on the way. `tail` is empty for every other frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxFrame<'a> {
     pub data: &'a [u8],
+    pub tail: &'a [u8],
     pub offload: Offload,
 }
 
 impl<'a> TxFrame<'a> {
     /// A frame with complete checksums and no segmentation to do.
     pub const fn plain(data: &'a [u8]) -> TxFrame<'a> {
-        TxFrame { data, offload: Offload::NONE }
+        TxFrame::new(data, Offload::NONE)
+    }
+
+    /// The frame `data`, whole, described by `offload`.
+    pub const fn new(data: &'a [u8], offload: Offload) -> TxFrame<'a> {
+        TxFrame { data, tail: &[], offload }
+    }
+
+    /// The frame's length on the wire.
+    pub fn len(&self) -> usize {
+        self.data.len() + self.tail.len()
+    }
+
+    /// Whether the frame has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -141,14 +141,16 @@ impl Tx for TunTx<'_> {
         for (i, f) in frames.iter().enumerate() {
             let written = if self.vnet {
                 let hdr = Offload { data_valid: false, ..f.offload }.encode();
-                sys::write_parts(self.file.as_raw_fd(), &[&hdr, f.data])
-            } else {
+                sys::write_parts(self.file.as_raw_fd(), &[&hdr, f.data, f.tail])
+            } else if f.tail.is_empty() {
                 (&mut &*self.file).write(f.data)
+            } else {
+                sys::write_parts(self.file.as_raw_fd(), &[f.data, f.tail])
             };
             match written {
                 Ok(_) => {
                     self.stats.tx_packets += 1;
-                    self.stats.tx_bytes += f.data.len() as u64;
+                    self.stats.tx_bytes += f.len() as u64;
                     self.stats.tx_gso += u64::from(self.vnet && f.offload.gso.is_some());
                     n += 1;
                 }

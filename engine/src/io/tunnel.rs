@@ -307,7 +307,7 @@ fn handle(
     // Back unchanged, with its vnet header (a super-packet whole, a partial checksum partial). The
     // port counts what the kernel refuses; a failing device shows up at the next read.
     let offload = Offload { data_valid: false, ..offload };
-    match tx.tx(&[TxFrame { data: datagram, offload }]) {
+    match tx.tx(&[TxFrame::new(datagram, offload)]) {
         Ok(1) => batch.forwarded += 1,
         _ => batch.drop(DropReason::TxFailed),
     }

@@ -45,6 +45,7 @@ pub mod icmp;
 pub mod neigh;
 pub mod table;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -239,6 +240,31 @@ impl std::fmt::Display for RouterError {
 
 impl std::error::Error for RouterError {}
 
+/// A frame to forward, in two pieces: `head`, which the router rewrites in place (the worker's
+/// copy), and `tail`, the rest of the frame, only read. A super-packet is forwarded with only its
+/// headers copied, its payload left where it was received; every other frame is whole in `head`.
+pub struct Split<'a> {
+    pub head: &'a mut [u8],
+    pub tail: &'a [u8],
+}
+
+impl<'a> Split<'a> {
+    /// `frame`, whole.
+    pub fn whole(frame: &'a mut [u8]) -> Split<'a> {
+        Split { head: frame, tail: &[] }
+    }
+}
+
+/// A datagram's bytes in one piece: borrowed when `tail` is empty, else copied (for the paths that
+/// quote, cut, fragment or hold a split datagram).
+pub fn whole<'a>(head: &'a [u8], tail: &[u8]) -> Cow<'a, [u8]> {
+    if tail.is_empty() {
+        Cow::Borrowed(head)
+    } else {
+        Cow::Owned([head, tail].concat())
+    }
+}
+
 /// The router: interfaces, routes, neighbours and the ICMP limiter, shared by all workers.
 #[derive(Debug)]
 pub struct Router {
@@ -390,41 +416,48 @@ impl Router {
     /// (answering with ICMP errors), decrements the TTL, resolves the next hop and rewrites the
     /// Ethernet header in place.
     pub fn transmit(&self, now: Timestamp, in_iface: usize, frame: &mut [u8], p: &Packet, hop: Hop) -> Forward {
-        self.transmit_gso(now, in_iface, frame, p, hop, None)
+        self.transmit_gso(now, in_iface, Split::whole(frame), p, hop, None)
     }
 
     /// Step 4b for a packet that may be a GSO super-packet described by `gso` (`None`: a plain
     /// packet, as [`Router::transmit`]). A super-packet whose pieces fit the next link goes on
     /// whole when its next hop is known (`Forward::Transmit`: the caller sends it with its GSO
     /// description); otherwise it is cut here (complete checksums) and its pieces are fragmented,
-    /// framed or held like fragments (`Forward::Frames`, `Forward::Queued`).
+    /// framed or held like fragments (`Forward::Frames`, `Forward::Queued`). The frame may come
+    /// split ([`Split`]): only its head is rewritten, and `Forward::Transmit`'s range then spans
+    /// the head and the tail; the other outcomes are built from the datagram joined.
     pub fn transmit_gso(
         &self,
         now: Timestamp,
         in_iface: usize,
-        frame: &mut [u8],
+        frame: Split<'_>,
         p: &Packet,
         hop: Hop,
         gso: Option<&Gso>,
     ) -> Forward {
         let Some(out) = self.ifaces.get(hop.iface) else { return Forward::Drop(DropReason::UnknownIface) };
         let (l3, end) = (p.l3_offset, p.end);
-        if l3 > end || end > frame.len() {
+        let Split { head, tail } = frame;
+        // The head holds at least the IP header (the TTL), unless it holds the whole datagram.
+        let ip_header = if p.family == Family::V4 { 20 } else { 40 };
+        if l3 > end || end > head.len() + tail.len() || (end > head.len() && head.len() < l3 + ip_header) {
             return Forward::Drop(DropReason::Malformed);
         }
+        let held = end.min(head.len());
+        let tail = &tail[..end - held];
         if p.family == Family::V6 && is_link_local(&p.src) {
-            return self.error_or_drop(now, IcmpKind::BeyondScope, &frame[l3..end], in_iface);
+            return self.error_or_drop(now, IcmpKind::BeyondScope, &whole(&head[l3..held], tail), in_iface);
         }
         if p.ttl <= 1 {
-            return self.error_or_drop(now, IcmpKind::TimeExceeded, &frame[l3..end], in_iface);
+            return self.error_or_drop(now, IcmpKind::TimeExceeded, &whole(&head[l3..held], tail), in_iface);
         }
         let ip_len = gso.map_or(end - l3, |g| g.segment_ip_len(p));
         let too_big = ip_len > usize::from(out.mtu);
-        if too_big && (p.family == Family::V6 || frame.get(l3 + 6).is_some_and(|b| b & 0x40 != 0)) {
+        if too_big && (p.family == Family::V6 || head.get(l3 + 6).is_some_and(|b| b & 0x40 != 0)) {
             let mtu = u32::from(out.mtu);
-            return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &frame[l3..end], in_iface);
+            return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &whole(&head[l3..held], tail), in_iface);
         }
-        if decrement_ttl(&mut frame[l3..end]).is_err() {
+        if decrement_ttl(&mut head[l3..held]).is_err() {
             return Forward::Drop(DropReason::Malformed);
         }
         let next_hop = hop.next_hop;
@@ -434,7 +467,7 @@ impl Router {
             // header in place, or a next hop to resolve first (held packets go out plain).
             let unresolved = !is_l3(out) && self.neighbours.lookup(out.id, ip).is_none();
             if too_big || (l3 < 14 && !is_l3(out)) || unresolved {
-                let Some(pieces) = gso::segment(&frame[l3..end], g) else {
+                let Some(pieces) = gso::segment(&whole(&head[l3..held], tail), g) else {
                     return Forward::Drop(DropReason::Malformed);
                 };
                 let mut all = Vec::with_capacity(pieces.len());
@@ -450,24 +483,25 @@ impl Router {
             }
         }
         if too_big {
-            return self.fragment(now, out, next_hop, &frame[l3..end]);
+            return self.fragment(now, out, next_hop, &whole(&head[l3..held], tail));
         }
         if is_l3(out) {
             return Forward::Transmit { iface: out.id, next_hop, start: l3, end };
         }
-        let mac = match self.neighbours.resolve(now, out, ip, &frame[l3..end]) {
+        let mac = match self.neighbours.resolve(now, out, ip, &[&head[l3..held], tail]) {
             Resolve::Ready(mac) => mac,
             Resolve::Queued { request, .. } => return Forward::Queued { iface: out.id, request },
             Resolve::Dropped(why) => return Forward::Drop(DropReason::Neighbour(why)),
         };
         if l3 < 14 {
-            return Forward::Frames { iface: out.id, frames: vec![ethernet(mac, out.mac, &frame[l3..end])] };
+            let frame = ethernet(mac, out.mac, &whole(&head[l3..held], tail));
+            return Forward::Frames { iface: out.id, frames: vec![frame] };
         }
         let start = l3 - 14;
         let et = if p.family == Family::V4 { ethertype::IPV4 } else { ethertype::IPV6 };
-        frame[start..start + 6].copy_from_slice(&mac);
-        frame[start + 6..start + 12].copy_from_slice(&out.mac);
-        frame[start + 12..start + 14].copy_from_slice(&et.to_be_bytes());
+        head[start..start + 6].copy_from_slice(&mac);
+        head[start + 6..start + 12].copy_from_slice(&out.mac);
+        head[start + 12..start + 14].copy_from_slice(&et.to_be_bytes());
         Forward::Transmit { iface: out.id, next_hop, start, end }
     }
 
@@ -489,13 +523,13 @@ impl Router {
         let family =
             if frags.first().and_then(|f| f.first()).is_some_and(|b| b >> 4 == 6) { Family::V6 } else { Family::V4 };
         let ip = join(family, &next_hop);
-        match self.neighbours.resolve(now, out, ip, frags.first().map_or(&[][..], |f| &f[..])) {
+        match self.neighbours.resolve(now, out, ip, &[frags.first().map_or(&[][..], |f| &f[..])]) {
             Resolve::Ready(mac) => {
                 Forward::Frames { iface: out.id, frames: frags.iter().map(|f| ethernet(mac, out.mac, f)).collect() }
             }
             Resolve::Queued { request, .. } => {
                 for f in frags.iter().skip(1) {
-                    self.neighbours.resolve(now, out, ip, f);
+                    self.neighbours.resolve(now, out, ip, &[f]);
                 }
                 Forward::Queued { iface: out.id, request }
             }
@@ -581,7 +615,7 @@ impl Router {
         if is_l3(out) {
             return Ok(vec![Frame { iface: out.id, frame: d.to_vec() }]);
         }
-        match self.neighbours.resolve(now, out, join(p.family, &hop.next_hop), d) {
+        match self.neighbours.resolve(now, out, join(p.family, &hop.next_hop), &[d]) {
             Resolve::Ready(mac) => Ok(vec![Frame { iface: out.id, frame: ethernet(mac, out.mac, d) }]),
             Resolve::Queued { request, .. } => {
                 Ok(request.into_iter().map(|frame| Frame { iface: out.id, frame }).collect())

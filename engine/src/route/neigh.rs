@@ -270,9 +270,12 @@ impl Neighbours {
     }
 
     /// The MAC to send `datagram` to `ip` on `iface` with, or holds a copy of it while `ip` is
-    /// resolved. Allocation-free when the neighbour is known.
-    pub fn resolve(&self, now: Timestamp, iface: &Iface, ip: IpAddr, datagram: &[u8]) -> Resolve {
+    /// resolved. Allocation-free when the neighbour is known. The datagram comes in pieces, one
+    /// after the other: a forwarded super-packet is its rewritten headers and its payload where it
+    /// was received (see `Router::transmit_gso`); everything else is one piece.
+    pub fn resolve(&self, now: Timestamp, iface: &Iface, ip: IpAddr, datagram: &[&[u8]]) -> Resolve {
         let k = (iface.id, ip);
+        let len: usize = datagram.iter().map(|d| d.len()).sum();
         let shard = self.shard(&k);
         {
             let g = shard.read();
@@ -294,7 +297,7 @@ impl Neighbours {
                 if full {
                     return Resolve::Dropped(NeighDrop::TableFull);
                 }
-                if datagram.len() > self.cfg.queue_bytes {
+                if len > self.cfg.queue_bytes {
                     return Resolve::Dropped(NeighDrop::TooLarge);
                 }
                 let Some(req) = request(iface, ip, None) else {
@@ -310,11 +313,11 @@ impl Neighbours {
         e.used.store(now.0, Ordering::Relaxed);
         match e.state {
             NeighState::Incomplete => {
-                if datagram.len() > self.cfg.queue_bytes {
+                if len > self.cfg.queue_bytes {
                     return Resolve::Dropped(NeighDrop::TooLarge);
                 }
-                e.queue.push_back(datagram.to_vec());
-                e.queued_bytes += datagram.len();
+                e.queue.push_back(datagram.concat());
+                e.queued_bytes += len;
                 let mut evicted = 0;
                 while e.queue.len() > self.cfg.queue_packets.max(1) || e.queued_bytes > self.cfg.queue_bytes {
                     if let Some(old) = e.queue.pop_front() {
@@ -606,7 +609,7 @@ mod tests {
         let ifs = ifaces();
         let n = Neighbours::new(NeighConfig::default());
         let peer = ip("198.18.0.2");
-        let Resolve::Queued { request: Some(req), evicted: 0 } = n.resolve(t(0), &ifs[0], peer, &datagram(1)) else {
+        let Resolve::Queued { request: Some(req), evicted: 0 } = n.resolve(t(0), &ifs[0], peer, &[&datagram(1)]) else {
             panic!()
         };
         let a = Arp::parse(&req[14..]).unwrap();
@@ -615,9 +618,12 @@ mod tests {
             (arp::op::REQUEST, [198, 18, 0, 1], [198, 18, 0, 2], &arp::BROADCAST[..])
         );
         // Further packets are held without another request; the oldest beyond 3 is dropped.
-        assert_eq!(n.resolve(t(10), &ifs[0], peer, &datagram(2)), Resolve::Queued { request: None, evicted: 0 });
-        assert_eq!(n.resolve(t(20), &ifs[0], peer, &datagram(3)), Resolve::Queued { request: None, evicted: 0 });
-        assert_eq!(n.resolve(t(30), &ifs[0], peer, &datagram(4)), Resolve::Queued { request: None, evicted: 1 });
+        // (One in two pieces, as a split super-packet comes: held joined.)
+        let two = datagram(2);
+        let (head, tail) = two.split_at(20);
+        assert_eq!(n.resolve(t(10), &ifs[0], peer, &[head, tail]), Resolve::Queued { request: None, evicted: 0 });
+        assert_eq!(n.resolve(t(20), &ifs[0], peer, &[&datagram(3)]), Resolve::Queued { request: None, evicted: 0 });
+        assert_eq!(n.resolve(t(30), &ifs[0], peer, &[&datagram(4)]), Resolve::Queued { request: None, evicted: 1 });
         assert_eq!(n.lookup(0, peer), None);
         let reply = arp_frame(arp::op::REPLY, PEER, [198, 18, 0, 2], ifs[0].mac, [198, 18, 0, 1], ifs[0].mac);
         let out = n.input_arp(t(40), &ifs[0], &reply);
@@ -627,7 +633,7 @@ mod tests {
             assert_eq!(f.frame[14..], datagram(want)[..]);
         }
         assert_eq!(n.state(0, peer), Some(NeighState::Reachable));
-        assert_eq!(n.resolve(t(50), &ifs[0], peer, &datagram(5)), Resolve::Ready(PEER));
+        assert_eq!(n.resolve(t(50), &ifs[0], peer, &[&datagram(5)]), Resolve::Ready(PEER));
         assert_eq!(n.lookup(0, peer), Some(PEER));
     }
 
@@ -636,7 +642,7 @@ mod tests {
         let ifs = ifaces();
         let n = Neighbours::new(NeighConfig::default());
         let peer = ip("198.18.0.2");
-        assert!(matches!(n.resolve(t(0), &ifs[0], peer, &datagram(1)), Resolve::Queued { request: Some(_), .. }));
+        assert!(matches!(n.resolve(t(0), &ifs[0], peer, &[&datagram(1)]), Resolve::Queued { request: Some(_), .. }));
         assert_eq!(n.tick(t(999), &ifs), NeighTick::default());
         assert_eq!(n.tick(t(1000), &ifs).frames.len(), 1);
         assert_eq!(n.tick(t(2000), &ifs).frames.len(), 1);
@@ -645,7 +651,7 @@ mod tests {
         assert_eq!(n.state(0, peer), None);
         assert!(n.is_empty());
         // The next packet starts over.
-        assert!(matches!(n.resolve(t(4000), &ifs[0], peer, &datagram(2)), Resolve::Queued { request: Some(_), .. }));
+        assert!(matches!(n.resolve(t(4000), &ifs[0], peer, &[&datagram(2)]), Resolve::Queued { request: Some(_), .. }));
     }
 
     #[test]
@@ -782,7 +788,7 @@ mod tests {
         let n = Neighbours::new(NeighConfig::default());
         let peer = ip("2001:1::2");
         let d = PacketBuilder::v6("2001:9::1".parse().unwrap(), "2001:1::2".parse().unwrap()).udp(1, 2, b"x");
-        let Resolve::Queued { request: Some(req), .. } = n.resolve(t(0), &ifs[0], peer, &d) else { panic!() };
+        let Resolve::Queued { request: Some(req), .. } = n.resolve(t(0), &ifs[0], peer, &[&d]) else { panic!() };
         let p = parse_frame(&req).unwrap();
         assert_eq!((p.dst, p.src), (ndp::solicited_node(&split(peer).1), split(ip("2001:1::1")).1));
         let na = ndp::advertisement(
@@ -817,17 +823,19 @@ mod tests {
     fn limits() {
         let ifs = ifaces();
         let n = Neighbours::new(NeighConfig { max_entries: 2, queue_bytes: 100, ..NeighConfig::default() });
-        assert!(matches!(n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &datagram(1)), Resolve::Queued { .. }));
-        assert!(matches!(n.resolve(t(0), &ifs[0], ip("198.18.0.3"), &datagram(1)), Resolve::Queued { .. }));
-        assert_eq!(n.resolve(t(0), &ifs[0], ip("198.18.0.4"), &datagram(1)), Resolve::Dropped(NeighDrop::TableFull));
-        assert_eq!(n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &[0; 101]), Resolve::Dropped(NeighDrop::TooLarge));
+        assert!(matches!(n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &[&datagram(1)]), Resolve::Queued { .. }));
+        assert!(matches!(n.resolve(t(0), &ifs[0], ip("198.18.0.3"), &[&datagram(1)]), Resolve::Queued { .. }));
+        assert_eq!(n.resolve(t(0), &ifs[0], ip("198.18.0.4"), &[&datagram(1)]), Resolve::Dropped(NeighDrop::TableFull));
+        // 101 bytes, in two pieces as a split super-packet comes: over the 100 allowed.
+        let big: [&[u8]; 2] = [&[0; 60], &[0; 41]];
+        assert_eq!(n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &big), Resolve::Dropped(NeighDrop::TooLarge));
         // 38-byte datagrams, 100 bytes: only two fit.
         assert_eq!(
-            n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &datagram(2)),
+            n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &[&datagram(2)]),
             Resolve::Queued { request: None, evicted: 0 }
         );
         assert_eq!(
-            n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &datagram(3)),
+            n.resolve(t(0), &ifs[0], ip("198.18.0.2"), &[&datagram(3)]),
             Resolve::Queued { request: None, evicted: 1 }
         );
         let no_v6 = Iface { addrs: vec![], ..ifs[0].clone() };

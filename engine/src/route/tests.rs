@@ -381,50 +381,77 @@ proptest::proptest! {
     }
 }
 
+/// Frame `f` through [`Router::transmit_gso`], whole or (`split`) as the datapath hands a
+/// super-frame over: only its Ethernet, IP and TCP headers in the rewritable copy, the payload
+/// apart. The outcome and the frame after it (put back together).
+fn transmit_split(r: &Router, now: Timestamp, f: &[u8], g: &Gso, split: bool) -> (Forward, Vec<u8>) {
+    let Rx::Ip(p) = r.receive(now, 0, f) else { panic!("not IP") };
+    let Routed::Forward(hop) = r.route(0, &p) else { panic!("not forwarded") };
+    let L4::Tcp(tcp) = p.l4 else { panic!("not TCP") };
+    let at = if split { p.l4_offset + usize::from(tcp.header_len) } else { f.len() };
+    let (mut head, tail) = (f[..at].to_vec(), &f[at..]);
+    let fw = r.transmit_gso(now, 0, Split { head: &mut head, tail }, &p, hop, Some(g));
+    (fw, [&head[..], tail].concat())
+}
+
 /// A TCP super-segment of `len` payload bytes through the router with a GSO description of
 /// `mss`-byte pieces, as the datapath hands it over; the outcome and the frame after it.
-fn transmit_super(r: &Router, now: Timestamp, b: PacketBuilder, len: usize, mss: u16) -> (Forward, Vec<u8>) {
+fn transmit_super(
+    r: &Router,
+    now: Timestamp,
+    b: PacketBuilder,
+    len: usize,
+    mss: u16,
+    split: bool,
+) -> (Forward, Vec<u8>) {
     let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let d = b.tcp(40000, 80, 5000, 1, proto::packet::tcp_flags::ACK, 512, &[], &payload);
-    let mut f = ethernet(R0, HOST0, &d);
-    let Rx::Ip(p) = r.receive(now, 0, &f) else { panic!("not IP") };
-    let kind = if p.family == Family::V4 { crate::gso::GsoKind::Tcp4 } else { crate::gso::GsoKind::Tcp6 };
-    let g = Gso { kind, ecn: false, size: mss, hdr_len: 0 };
-    let Routed::Forward(hop) = r.route(0, &p) else { panic!("not forwarded") };
-    let fw = r.transmit_gso(now, 0, &mut f, &p, hop, Some(&g));
-    (fw, f)
+    let kind = if d[0] >> 4 == 4 { crate::gso::GsoKind::Tcp4 } else { crate::gso::GsoKind::Tcp6 };
+    transmit_split(r, now, &ethernet(R0, HOST0, &d), &Gso { kind, ecn: false, size: mss, hdr_len: 0 }, split)
 }
 
 #[test]
 fn a_gso_super_packet_goes_whole_when_its_pieces_fit_and_its_next_hop_is_known() {
+    for split in [false, true] {
+        goes_whole(split);
+    }
+}
+
+fn goes_whole(split: bool) {
     let r = router();
     r.neighbours().insert(t(0), 1, "198.19.1.2".parse().unwrap(), HOST1);
     // 40000 bytes, pieces of 20 + 20 + 1360 = 1400: whole, TTL decremented once, in place.
-    let (fw, f) = transmit_super(&r, t(1), from_host0("198.19.1.2").ttl(64), 40_000, 1360);
+    let (fw, f) = transmit_super(&r, t(1), from_host0("198.19.1.2").ttl(64), 40_000, 1360, split);
     let Forward::Transmit { iface: 1, start: 0, end, .. } = fw else { panic!("{fw:?}") };
     assert_eq!(end, f.len());
     let p = parse_frame(&f).unwrap();
     assert_eq!((p.ttl, p.end - p.l3_offset, &f[..6]), (63, 40_040, &HOST1[..]));
     assert_eq!(checksum::internet(&f[14..34]), 0, "header checksum updated");
     // Pieces of 1401 bytes do not fit eth1 (MTU 1400): with DF, too big, answered with the MTU.
-    let (fw, _) = transmit_super(&r, t(2), from_host0("198.19.1.2"), 40_000, 1361);
+    let (fw, _) = transmit_super(&r, t(2), from_host0("198.19.1.2"), 40_000, 1361, split);
     let Forward::Icmp(DropReason::TooBig, e) = fw else { panic!("{fw:?}") };
     let q = parse_ip(&e, 0).unwrap();
     assert!(matches!(q.l4, L4::Icmp(i) if i.ty == 3 && i.code == 4), "{q:?}");
     assert_eq!(u16::from_be_bytes([e[26], e[27]]), 1400);
     // IPv6 likewise: 40 + 20 + 1340 fits.
     r.neighbours().insert(t(0), 1, "2001:2::2".parse().unwrap(), HOST1);
-    let (fw, _) = transmit_super(&r, t(3), from_host0_v6("2001:2::2"), 30_000, 1340);
+    let (fw, _) = transmit_super(&r, t(3), from_host0_v6("2001:2::2"), 30_000, 1340, split);
     assert!(matches!(fw, Forward::Transmit { iface: 1, .. }), "{fw:?}");
-    let (fw, _) = transmit_super(&r, t(4), from_host0_v6("2001:2::2"), 30_000, 1341);
+    let (fw, _) = transmit_super(&r, t(4), from_host0_v6("2001:2::2"), 30_000, 1341, split);
     assert!(matches!(fw, Forward::Icmp(DropReason::TooBig, _)), "{fw:?}");
 }
 
 #[test]
 fn a_gso_super_packet_is_cut_when_it_must_be_held_or_fragmented() {
+    for split in [false, true] {
+        is_cut(split);
+    }
+}
+
+fn is_cut(split: bool) {
     let r = router();
     // Next hop unknown: cut into complete pieces, held, released as plain frames.
-    let (fw, _) = transmit_super(&r, t(0), from_host0("198.19.1.2").ttl(64), 4_000, 1360);
+    let (fw, _) = transmit_super(&r, t(0), from_host0("198.19.1.2").ttl(64), 4_000, 1360, split);
     let Forward::Queued { iface: 1, request: Some(_) } = fw else { panic!("{fw:?}") };
     let Rx::Handled(out) = r.receive(t(5), 1, &arp_reply_from(HOST1, [198, 19, 1, 2], R1, [198, 19, 1, 1])) else {
         panic!()
@@ -447,11 +474,44 @@ fn a_gso_super_packet_is_cut_when_it_must_be_held_or_fragmented() {
     d[10..12].fill(0);
     let c = checksum::internet(&d[..20]);
     d[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = ethernet(R0, HOST0, &d);
-    let Rx::Ip(p) = r.receive(t(6), 0, &f) else { panic!() };
     let g = Gso { kind: crate::gso::GsoKind::Tcp4, ecn: false, size: 2000, hdr_len: 0 };
-    let Routed::Forward(hop) = r.route(0, &p) else { panic!() };
-    let Forward::Frames { iface: 1, frames } = r.transmit_gso(t(6), 0, &mut f, &p, hop, Some(&g)) else { panic!() };
+    let (fw, _) = transmit_split(&r, t(6), &ethernet(R0, HOST0, &d), &g, split);
+    let Forward::Frames { iface: 1, frames } = fw else { panic!("{fw:?}") };
     assert_eq!(frames.len(), 4, "two pieces of 2040 bytes, two fragments each");
     assert!(frames.iter().all(|f| f.len() - 14 <= 1400 && parse_frame(f).unwrap().fragment.is_some()));
+}
+
+#[test]
+fn a_split_super_packet_comes_out_as_the_whole_one_does() {
+    // TTL expiring, too big for the link (answered with ICMP errors that quote it), fitting with a
+    // known next hop (sent), an unknown next hop (cut and held), over IPv4 and IPv6.
+    let cases: [(&str, PacketBuilder, u16, bool); 7] = [
+        ("expires", from_host0("198.19.1.2").ttl(1), 1360, true),
+        ("too big", from_host0("198.19.1.2"), 1361, true),
+        ("fits", from_host0("198.19.1.2").ttl(64), 1360, true),
+        ("unresolved", from_host0("198.19.1.2").ttl(64), 1360, false),
+        ("v6 too big", from_host0_v6("2001:2::2"), 1341, true),
+        ("v6 fits", from_host0_v6("2001:2::2"), 1340, true),
+        ("v6 unresolved", from_host0_v6("2001:2::2"), 1340, false),
+    ];
+    for (what, b, mss, known) in cases {
+        let outcome = |split: bool| {
+            let r = router();
+            if known {
+                r.neighbours().insert(t(0), 1, "198.19.1.2".parse().unwrap(), HOST1);
+                r.neighbours().insert(t(0), 1, "2001:2::2".parse().unwrap(), HOST1);
+            }
+            let (fw, f) = transmit_super(&r, t(1), b.clone(), 6_000, mss, split);
+            // What the neighbour cache held, released by the answer.
+            let arp = arp_reply_from(HOST1, [198, 19, 1, 2], R1, [198, 19, 1, 1]);
+            let released = match r.receive(t(5), 1, &arp) {
+                Rx::Handled(out) => out.into_iter().map(|o| o.frame).collect(),
+                _ => Vec::new(),
+            };
+            (format!("{fw:?}"), f, released)
+        };
+        let (whole, split) = (outcome(false), outcome(true));
+        assert_eq!(whole, split, "{what}");
+        assert!(!whole.0.starts_with("Drop"), "{what}: {}", whole.0);
+    }
 }
