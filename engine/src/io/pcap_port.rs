@@ -234,7 +234,7 @@ impl<W: Write> Writer<W> {
         let ts = self.now();
         let mut n = 0;
         for f in frames {
-            let Some(len) = u32::try_from(f.len()).ok().filter(|&l| l <= SNAPLEN) else {
+            let Some(len) = u32::try_from(f.wire_len()).ok().filter(|&l| l <= SNAPLEN) else {
                 self.stats.tx_errors += 1;
                 continue;
             };

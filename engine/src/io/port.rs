@@ -306,13 +306,8 @@ impl<'a> TxFrame<'a> {
     }
 
     /// The frame's length on the wire.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         self.data.len() + self.tail.len()
-    }
-
-    /// Whether the frame has no bytes at all.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -150,7 +150,7 @@ impl Tx for TunTx<'_> {
             match written {
                 Ok(_) => {
                     self.stats.tx_packets += 1;
-                    self.stats.tx_bytes += f.len() as u64;
+                    self.stats.tx_bytes += f.wire_len() as u64;
                     self.stats.tx_gso += u64::from(self.vnet && f.offload.gso.is_some());
                     n += 1;
                 }
