@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::clock;
-use crate::daemon::{bins, run, unique, Daemon, Out};
+use crate::daemon::{bins, run, run_input, unique, Daemon, Out};
 
 /// The client's end of its veth pair.
 pub const C: &str = "c0";
@@ -191,6 +191,32 @@ impl Testbed {
         tb
     }
 
+    /// The router testbed with the kernel routing in the middle namespace (between `k-cli` and
+    /// `k-srv`, addresses as in [`Testbed::router`]) and conntrack enabled there by
+    /// [`KERNEL_RULES`]: the kernel's side of the tests that compare it with ferrowall running
+    /// [`ROUTER_CONFIG`].
+    pub fn kernel_router(prefix: &str) -> Testbed {
+        let tb = Testbed::namespaces(prefix, "k");
+        tb.veths("k-cli", "k-srv");
+        addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
+        addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
+        addresses(&tb.m, "k-cli", "198.18.1.1/24", "2001:2:0:1::1/64");
+        addresses(&tb.m, "k-srv", "198.19.1.1/24", "2001:2:0:2::1/64");
+        for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "k-cli"), (&tb.m, "k-srv")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        let out = tb.sysctl(&tb.m, &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        assert_eq!(out.code, Some(0), "{out}");
+        ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
+        ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
+        ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
+        ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
+        let out =
+            run_input(Command::new("ip").args(["netns", "exec", &tb.m, "nft", "-f", "-"]), Some(KERNEL_RULES), LIMIT);
+        assert_eq!(out.code, Some(0), "nft: {out}");
+        tb
+    }
+
     /// Serves a random file of `mb` MB from the daemon's directory over HTTP (port 8080, in
     /// namespace `server`), downloads it from namespace `client` at each of `urls` (curl `-m
     /// max_secs`) and checks every copy by SHA-256; returns the file's SHA-256.
@@ -355,4 +381,76 @@ pub fn udp_timeout(d: &Daemon, port: u16) -> Option<u64> {
 /// The number after `key=` in `text` (0 when there is none).
 pub fn field(text: &str, key: &str) -> u64 {
     text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
+}
+
+// ---- the same traffic through a kernel router and through ferrowall ----
+
+/// ferrowall as the router of [`Testbed::router`]: every packet accepted, invalid ones dropped
+/// ([`ROUTER_RULES`] in `fw.rules`).
+pub const ROUTER_CONFIG: &str = "interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
+interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
+rules = fw.rules
+workers = 2
+";
+
+/// The rules of [`ROUTER_CONFIG`].
+pub const ROUTER_RULES: &str = "chain forward {\n  policy accept\n  ct state invalid drop\n}\n";
+
+/// The kernel's equivalent: forwarding, and a rule that needs conntrack (which enables it in the
+/// namespace).
+pub const KERNEL_RULES: &str = "table inet fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    ct state invalid drop\n  }\n}\n";
+
+/// A Python server: TCP on 8081 (echoes one read, waits for the client's FIN, then closes after
+/// `linger` seconds — with a pause, its ACK of that FIN goes alone) and UDP on 9001 (echoes),
+/// IPv4 and IPv6.
+pub fn echo_server(linger: f32) -> String {
+    format!(
+        r#"
+import socket, threading, time
+def handle(c):
+    try:
+        c.sendall(c.recv(100))
+        while c.recv(100):
+            pass
+        time.sleep({linger})
+    finally:
+        c.close()
+def udp():
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    u.bind(("::", 9001))
+    while True:
+        d, a = u.recvfrom(100)
+        u.sendto(d, a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 8081))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#
+    )
+}
+
+/// A Python TCP client from `src`:`sport` to `dst`:8081 of [`echo_server`] that exchanges one
+/// message, then keeps the connection open (`hold`) or closes it (its FIN first, then the
+/// server's).
+pub fn tcp_client(v6: bool, src: &str, sport: u16, dst: &str, hold: bool) -> String {
+    let fam = if v6 { "AF_INET6" } else { "AF_INET" };
+    let tail = if hold { "import time; time.sleep(120)" } else { "c.shutdown(socket.SHUT_WR); c.recv(100); c.close()" };
+    format!(
+        "import socket\nfor i in range(50):\n  try:\n    c = socket.socket(socket.{fam}); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    c.bind(('{src}', {sport})); c.settimeout(5); c.connect(('{dst}', 8081)); break\n  except OSError:\n    c.close(); import time; time.sleep(0.1)\nc.sendall(b'hello'); c.recv(100)\n{tail}\n"
+    )
+}
+
+/// A Python UDP client from `src`:`sport` that sends one datagram to `dst`:9001 of
+/// [`echo_server`] and waits for its echo.
+pub fn udp_client(v6: bool, src: &str, sport: u16, dst: &str) -> String {
+    let fam = if v6 { "AF_INET6" } else { "AF_INET" };
+    format!(
+        "import socket\nu = socket.socket(socket.{fam}, socket.SOCK_DGRAM); u.bind(('{src}', {sport})); u.settimeout(3)\nu.sendto(b'x', ('{dst}', 9001)); u.recvfrom(100)\n"
+    )
 }

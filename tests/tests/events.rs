@@ -27,48 +27,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrowall_tests::daemon::{bins, run, run_input, Daemon, Out};
-use ferrowall_tests::testbed_ns::{addresses, ferroctl, field, ip, Testbed, C, LIMIT, S};
+use ferrowall_tests::daemon::{bins, run, Daemon, Out};
+use ferrowall_tests::testbed_ns::{
+    echo_server, ferroctl, field, tcp_client, udp_client, Testbed, LIMIT, ROUTER_CONFIG, ROUTER_RULES,
+};
 use ferrowall_tests::{clock, cmd, testbed};
 use proto::ctnetlink as wire;
 use proto::netlink::{Attrs, Header};
-
-// ---- the two routers ----
-
-/// ferrowall as the router: every packet accepted, invalid ones dropped.
-const ROUTER_CONFIG: &str = "interface = r-cli 198.18.1.1/24 2001:2:0:1::1/64
-interface = r-srv 198.19.1.1/24 2001:2:0:2::1/64
-rules = fw.rules
-workers = 2
-";
-
-const ROUTER_RULES: &str = "chain forward {\n  policy accept\n  ct state invalid drop\n}\n";
-
-/// The kernel's equivalent: forwarding, and a rule that needs conntrack (which enables it in the
-/// namespace).
-const KERNEL_RULES: &str = "table inet fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    ct state invalid drop\n  }\n}\n";
-
-/// The router testbed with the kernel routing in the middle namespace.
-fn kernel_router() -> Testbed {
-    let tb = Testbed::namespaces("fwek-", "k");
-    tb.veths("k-cli", "k-srv");
-    addresses(&tb.c, C, "198.18.1.2/24", "2001:2:0:1::2/64");
-    addresses(&tb.s, S, "198.19.1.2/24", "2001:2:0:2::2/64");
-    addresses(&tb.m, "k-cli", "198.18.1.1/24", "2001:2:0:1::1/64");
-    addresses(&tb.m, "k-srv", "198.19.1.1/24", "2001:2:0:2::1/64");
-    for (ns, dev) in [(&tb.c, C), (&tb.s, S), (&tb.m, "k-cli"), (&tb.m, "k-srv")] {
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
-    let out = tb.sysctl(&tb.m, &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
-    assert_eq!(out.code, Some(0), "{out}");
-    ip(&["-n", &tb.c, "route", "add", "default", "via", "198.18.1.1"]);
-    ip(&["-n", &tb.c, "-6", "route", "add", "default", "via", "2001:2:0:1::1"]);
-    ip(&["-n", &tb.s, "route", "add", "default", "via", "198.19.1.1"]);
-    ip(&["-n", &tb.s, "-6", "route", "add", "default", "via", "2001:2:0:2::1"]);
-    let out = run_input(Command::new("ip").args(["netns", "exec", &tb.m, "nft", "-f", "-"]), Some(KERNEL_RULES), LIMIT);
-    assert_eq!(out.code, Some(0), "nft: {out}");
-    tb
-}
 
 fn require_root_and_tools() {
     let uid = cmd::run("id", &["-u"]).expect("running id");
@@ -215,53 +180,6 @@ while True:
 
 // ---- traffic ----
 
-/// The server: TCP on 8081 (echoes one read, waits for the client's FIN, closes half a second
-/// later so that its ACK of that FIN goes alone) and UDP on 9001 (echoes), IPv4 and IPv6.
-const SERVER: &str = r#"
-import socket, threading, time
-def handle(c):
-    try:
-        c.sendall(c.recv(100))
-        while c.recv(100):
-            pass
-        time.sleep(0.5)
-    finally:
-        c.close()
-def udp():
-    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    u.bind(("::", 9001))
-    while True:
-        d, a = u.recvfrom(100)
-        u.sendto(d, a)
-threading.Thread(target=udp, daemon=True).start()
-s = socket.socket(socket.AF_INET6)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 8081))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
-"#;
-
-/// A TCP client from `src`:`sport` to `dst`:8081 that exchanges one message, then keeps the
-/// connection open (`hold`) or closes it (its FIN first, then the server's).
-fn tcp_client(v6: bool, src: &str, sport: u16, dst: &str, hold: bool) -> String {
-    let fam = if v6 { "AF_INET6" } else { "AF_INET" };
-    let tail = if hold { "import time; time.sleep(120)" } else { "c.shutdown(socket.SHUT_WR); c.recv(100); c.close()" };
-    format!(
-        "import socket\nfor i in range(50):\n  try:\n    c = socket.socket(socket.{fam}); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    c.bind(('{src}', {sport})); c.settimeout(5); c.connect(('{dst}', 8081)); break\n  except OSError:\n    c.close(); import time; time.sleep(0.1)\nc.sendall(b'hello'); c.recv(100)\n{tail}\n"
-    )
-}
-
-fn udp_client(v6: bool, src: &str, sport: u16, dst: &str) -> String {
-    let fam = if v6 { "AF_INET6" } else { "AF_INET" };
-    format!(
-        "import socket\nu = socket.socket(socket.{fam}, socket.SOCK_DGRAM); u.bind(('{src}', {sport})); u.settimeout(3)\nu.sendto(b'x', ('{dst}', 9001)); u.recvfrom(100)\n"
-    )
-}
-
 /// The timeouts that make the traffic's connections expire within seconds.
 const SHORT_TIMEOUTS: [&[&str]; 4] = [
     &["timeout", "default-set", "inet", "udp", "unreplied", "3", "replied", "3"],
@@ -284,7 +202,7 @@ fn traffic(tb: &mut Testbed, side: &Side, text: &Listener) {
         assert_eq!(out.code, Some(0), "{}: nfct {args:?}: {out}", side.name());
     }
     let (c, s) = (tb.c.clone(), tb.s.clone());
-    tb.spawn(&s, &["python3", "-c", SERVER]);
+    tb.spawn(&s, &["python3", "-c", &echo_server(0.5)]);
     // The clients start once the server listens (a refused attempt would be a connection too).
     let start = clock::now();
     loop {
@@ -503,7 +421,7 @@ fn wait_for_listeners(what: &str, n: usize, count: impl Fn() -> usize) {
 #[test]
 fn events_are_the_kernels() {
     require_root_and_tools();
-    let mut ktb = kernel_router();
+    let mut ktb = Testbed::kernel_router("fwek-");
     let mut ftb = Testbed::router("fwef-");
     let d = Daemon::start_in(Some(&ftb.m), "ferrowall-events-", Some(ROUTER_CONFIG), &[("fw.rules", ROUTER_RULES)]);
     let km = ktb.m.clone();
