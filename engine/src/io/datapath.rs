@@ -960,10 +960,13 @@ fn forward(
     let oif = router.ifaces().get(hop.iface).map_or("", |i| i.name.as_str());
     let d = decide(Hook::Forward, oif, &t);
     let partial = gso.is_some();
+    // The datagram is `scratch[l3..held]` then `tail` (empty unless a super-frame's payload was
+    // left in the receive buffer).
     let (l3, end) = (p.l3_offset, p.end);
+    let held = end.min(scratch.len());
+    let tail = &tail[..end - held];
     let reject = |kind, _: &mut Stats, _: &mut Batch| {
-        let held = end.min(scratch.len());
-        let datagram = route::whole(&scratch[l3..held], &tail[..end - held]);
+        let datagram = route::joined(&scratch[l3..held], tail);
         originate.extend(reject_answer(router, at, &datagram, partial, p, kind))
     };
     if !forward_verdict(shared, now, &d, &mut t, stats, batch, reject) {
@@ -974,8 +977,8 @@ fn forward(
             // A super-frame goes whole, described again for its new frame: its headers from the
             // copy, its payload from where it was received.
             let offload = gso.map_or(Offload::NONE, |g| gso_offload(&g, p, start));
-            let held = end.min(scratch.len());
-            let frame = TxFrame { data: &scratch[start..held], tail: &tail[..end - held], offload };
+            debug_assert_eq!(end, p.end, "a packet goes out whole");
+            let frame = TxFrame { data: &scratch[start..held], tail, offload };
             if out(iface, frame) {
                 batch.forwarded += 1;
             } else {

@@ -257,7 +257,7 @@ impl<'a> Split<'a> {
 
 /// A datagram's bytes in one piece: borrowed when `tail` is empty, else copied (for the paths that
 /// quote, cut, fragment or hold a split datagram).
-pub fn whole<'a>(head: &'a [u8], tail: &[u8]) -> Cow<'a, [u8]> {
+pub fn joined<'a>(head: &'a [u8], tail: &[u8]) -> Cow<'a, [u8]> {
     if tail.is_empty() {
         Cow::Borrowed(head)
     } else {
@@ -446,16 +446,16 @@ impl Router {
         let held = end.min(head.len());
         let tail = &tail[..end - held];
         if p.family == Family::V6 && is_link_local(&p.src) {
-            return self.error_or_drop(now, IcmpKind::BeyondScope, &whole(&head[l3..held], tail), in_iface);
+            return self.error_or_drop(now, IcmpKind::BeyondScope, &joined(&head[l3..held], tail), in_iface);
         }
         if p.ttl <= 1 {
-            return self.error_or_drop(now, IcmpKind::TimeExceeded, &whole(&head[l3..held], tail), in_iface);
+            return self.error_or_drop(now, IcmpKind::TimeExceeded, &joined(&head[l3..held], tail), in_iface);
         }
         let ip_len = gso.map_or(end - l3, |g| g.segment_ip_len(p));
         let too_big = ip_len > usize::from(out.mtu);
         if too_big && (p.family == Family::V6 || head.get(l3 + 6).is_some_and(|b| b & 0x40 != 0)) {
             let mtu = u32::from(out.mtu);
-            return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &whole(&head[l3..held], tail), in_iface);
+            return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &joined(&head[l3..held], tail), in_iface);
         }
         if decrement_ttl(&mut head[l3..held]).is_err() {
             return Forward::Drop(DropReason::Malformed);
@@ -467,7 +467,7 @@ impl Router {
             // header in place, or a next hop to resolve first (held packets go out plain).
             let unresolved = !is_l3(out) && self.neighbours.lookup(out.id, ip).is_none();
             if too_big || (l3 < 14 && !is_l3(out)) || unresolved {
-                let Some(pieces) = gso::segment(&whole(&head[l3..held], tail), g) else {
+                let Some(pieces) = gso::segment(&joined(&head[l3..held], tail), g) else {
                     return Forward::Drop(DropReason::Malformed);
                 };
                 let mut all = Vec::with_capacity(pieces.len());
@@ -483,7 +483,7 @@ impl Router {
             }
         }
         if too_big {
-            return self.fragment(now, out, next_hop, &whole(&head[l3..held], tail));
+            return self.fragment(now, out, next_hop, &joined(&head[l3..held], tail));
         }
         if is_l3(out) {
             return Forward::Transmit { iface: out.id, next_hop, start: l3, end };
@@ -494,7 +494,7 @@ impl Router {
             Resolve::Dropped(why) => return Forward::Drop(DropReason::Neighbour(why)),
         };
         if l3 < 14 {
-            let frame = ethernet(mac, out.mac, &whole(&head[l3..held], tail));
+            let frame = ethernet(mac, out.mac, &joined(&head[l3..held], tail));
             return Forward::Frames { iface: out.id, frames: vec![frame] };
         }
         let start = l3 - 14;

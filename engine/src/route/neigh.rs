@@ -275,7 +275,6 @@ impl Neighbours {
     /// was received (see `Router::transmit_gso`); everything else is one piece.
     pub fn resolve(&self, now: Timestamp, iface: &Iface, ip: IpAddr, datagram: &[&[u8]]) -> Resolve {
         let k = (iface.id, ip);
-        let len: usize = datagram.iter().map(|d| d.len()).sum();
         let shard = self.shard(&k);
         {
             let g = shard.read();
@@ -291,6 +290,7 @@ impl Neighbours {
         }
         let mut g = shard.write();
         let full = self.len() >= self.cfg.max_entries;
+        let len: usize = datagram.iter().map(|d| d.len()).sum();
         let (e, request_frame) = match g.entry(k) {
             Entry_::Occupied(o) => (o.into_mut(), None),
             Entry_::Vacant(v) => {
