@@ -84,8 +84,10 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
+use smallvec::SmallVec;
+
 use super::port::{
-    Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, Vlan, MAX_BATCH, VNET_HDR_LEN,
+    Frame, Frames, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, Vlan, MAX_BATCH, VNET_HDR_LEN,
 };
 use super::sys::{self, Mmap};
 
@@ -513,29 +515,33 @@ impl Port for AfPacket {
         // First the slots handed over, and the long frames behind `TP_STATUS_COPY` slots read from
         // the socket (copy buffer and length, by batch position), so that the frames can then
         // borrow the ring and the buffers together.
-        let mut copied: [Option<(usize, usize)>; MAX_BATCH] = [None; MAX_BATCH];
-        let mut n = 0;
+        let mut copied: SmallVec<[Option<(usize, usize)>; MAX_BATCH]> = SmallVec::new();
         let mut lent = 0;
-        while n < max {
-            let at = rx.slot((rx.cur + n) % rx.slots);
+        while copied.len() < max {
+            let at = rx.slot((rx.cur + copied.len()) % rx.slots);
             let status = rx.map.status(at + field::STATUS).load(Ordering::Acquire);
             if status & libc::TP_STATUS_USER == 0 {
                 break;
             }
+            let mut copy = None;
             if status & libc::TP_STATUS_COPY != 0 {
                 let Some(buf) = rx.copies.get_mut(lent) else { break };
                 // The queue holds the long frames in slot order: this slot's is the first.
                 if let Ok(r) = sys::recv_frame(rx.fd.as_raw_fd(), buf) {
                     if r.len >= VNET_HDR_LEN && !r.truncated {
-                        copied[n] = Some((lent, r.len));
+                        copy = Some((lent, r.len));
                         lent += 1;
                     }
                 }
             }
-            n += 1;
+            copied.push(copy);
         }
-        let mut frames = [Frame::EMPTY; MAX_BATCH];
-        for (k, frame) in frames[..n].iter_mut().enumerate() {
+        let n = copied.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut frames = Frames::new();
+        for (k, &copy) in copied.iter().enumerate() {
             let at = rx.slot((rx.cur + k) % rx.slots);
             let h: libc::tpacket2_hdr = rx.map.read(at);
             let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
@@ -557,7 +563,7 @@ impl Port for AfPacket {
             // where the header sits just before the MAC header (none on a frame the kernel clamped
             // to nothing, whose `tp_mac` then leaves no room for it). A header or frame that does
             // not fit its slot would be a kernel bug: such a frame is delivered empty.
-            let (data, header) = match copied[k] {
+            let (data, header) = match copy {
                 Some((b, len)) => {
                     let buf = &rx.copies[b][..len];
                     (&buf[VNET_HDR_LEN..], buf[..VNET_HDR_LEN].try_into().ok())
@@ -576,20 +582,18 @@ impl Port for AfPacket {
             let offload = header.and_then(|h| Offload::decode(&h)).unwrap_or(Offload::NONE);
             flags = offload.rx_flags(flags);
             rx.stats.rx_gso += u64::from(offload.gso.is_some());
-            *frame = Frame {
+            frames.push(Frame {
                 data,
                 wire_len: h.tp_len,
                 flags,
                 vlan,
                 timestamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
                 offload,
-            };
+            });
             rx.stats.rx_packets += 1;
             rx.stats.rx_bytes += data.len() as u64;
         }
-        if n > 0 {
-            f(&frames[..n], &mut self.tx);
-        }
+        f(&frames, &mut self.tx);
         // The frames' borrows of the ring end here: give the slots back.
         for k in 0..n {
             let at = rx.slot((rx.cur + k) % rx.slots);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapHeader, PcapReader};
 use pcap_file::DataLink;
 
-use super::port::{Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH};
+use super::port::{Frame, Frames, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH};
 
 /// The written captures' snapshot length (libpcap's largest); longer frames are refused.
 const SNAPLEN: u32 = 262_144;
@@ -310,15 +310,15 @@ impl<R: Read + Send, W: Write + Send> Port for PcapPort<R, W> {
         if n == 0 {
             return Ok(0);
         }
-        let mut frames = [Frame::EMPTY; MAX_BATCH];
-        for (fr, &(start, len, wire_len, ts)) in frames.iter_mut().zip(&self.spans) {
+        let mut frames = Frames::new();
+        for &(start, len, wire_len, ts) in &self.spans {
             let data = &self.arena[start..start + len];
             let mut flags = RxFlags::empty();
             if (len as u64) < u64::from(wire_len) {
                 flags = flags.with(RxFlags::TRUNCATED);
                 self.rx.rx_truncated += 1;
             }
-            *fr = Frame { data, wire_len, flags, vlan: None, timestamp_ns: ts, offload: Offload::NONE };
+            frames.push(Frame { data, wire_len, flags, vlan: None, timestamp_ns: ts, offload: Offload::NONE });
             self.rx.rx_packets += 1;
             self.rx.rx_bytes += len as u64;
         }
@@ -328,7 +328,7 @@ impl<R: Read + Send, W: Write + Send> Port for PcapPort<R, W> {
             }
         }
         let mut tx = TxHalf { writer: self.writer.as_mut(), unwritten: &mut self.unwritten };
-        f(&frames[..n], &mut tx);
+        f(&frames, &mut tx);
         Ok(n)
     }
 

@@ -53,6 +53,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
+use smallvec::SmallVec;
+
 pub use crate::gso::{Gso, GsoKind};
 
 /// The most frames one [`Port::rx_batch`] call delivers (`max` is clamped to it); it bounds the
@@ -132,11 +134,10 @@ pub struct Frame<'a> {
     pub offload: Offload,
 }
 
-impl Frame<'_> {
-    /// A frame with no bytes (the filler of a batch array).
-    pub const EMPTY: Frame<'static> =
-        Frame { data: &[], wire_len: 0, flags: RxFlags::empty(), vlan: None, timestamp_ns: 0, offload: Offload::NONE };
-}
+/// The frames of one received batch, on the stack. Only as many are written as arrived: an
+/// array of `MAX_BATCH` frames would be 14 KiB to fill on every receive call, and most calls (a
+/// wake-up at a low rate, the look that finds the ring empty) see one frame or none.
+pub type Frames<'a> = SmallVec<[Frame<'a>; MAX_BATCH]>;
 
 /// A partial L4 checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, the kernel's `CHECKSUM_PARTIAL`): the
 /// field at `start + offset` holds the pseudo-header's sum, and the Internet checksum of the bytes

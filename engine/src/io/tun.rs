@@ -36,7 +36,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::port::{Frame, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH, VNET_HDR_LEN};
+use super::port::{
+    Frame, Frames, Link, Offload, Port, PortError, PortStats, RxFlags, Tx, TxFrame, MAX_BATCH, VNET_HDR_LEN,
+};
 use super::sys;
 
 /// The largest IP datagram, what a buffer must hold with vnet headers (super-packets).
@@ -223,8 +225,8 @@ impl Port for TunQueue {
         if n == 0 {
             return err.map_or(Ok(0), Err);
         }
-        let mut frames = [Frame::EMPTY; MAX_BATCH];
-        for (i, (fr, &len)) in frames.iter_mut().zip(&self.lens).enumerate() {
+        let mut frames = Frames::new();
+        for (i, &len) in self.lens.iter().enumerate() {
             let start = i * self.buf_size;
             let (offload, mut flags) = (Offload::NONE, RxFlags::empty());
             let offload = if self.hdr > 0 {
@@ -237,11 +239,11 @@ impl Port for TunQueue {
             flags = offload.rx_flags(flags);
             self.stats.rx_gso += u64::from(offload.gso.is_some());
             let data = &self.pool[start + self.hdr..start + len];
-            *fr = Frame { data, wire_len: data.len() as u32, flags, vlan: None, timestamp_ns: 0, offload };
+            frames.push(Frame { data, wire_len: data.len() as u32, flags, vlan: None, timestamp_ns: 0, offload });
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += data.len() as u64;
         }
-        f(&frames[..n], &mut TunTx { file: &self.file, vnet: self.hdr > 0, stats: &mut self.stats });
+        f(&frames, &mut TunTx { file: &self.file, vnet: self.hdr > 0, stats: &mut self.stats });
         // An error after some datagrams were read shows up again on the next call.
         Ok(n)
     }
