@@ -13,7 +13,7 @@
 //! interface = veth-srv 198.19.1.1/24 2001:2:0:2::1/64
 //! route = 198.20.0.0/16 via 198.19.1.2   # static routes (connected ones come from the addresses)
 //! workers = 2                            # worker threads (default: one per core)
-//! busy_poll = 50                         # µs a worker keeps polling its rings after a frame (0: off)
+//! busy_poll = 50                         # µs a worker polls after frames closer than that (0: off, the default)
 //! user = nobody                          # once the sockets are open, run as this user (name or uid)
 //! group = nogroup                        # ... with this group (default: the user's own group)
 //! ```
@@ -54,8 +54,9 @@ pub struct Config {
     pub routes: Vec<(usize, String)>,
     /// Worker threads; `None`: one per core.
     pub workers: Option<usize>,
-    /// How long a worker keeps polling its rings after a frame before it sleeps until the next
-    /// (`busy_poll = MICROSECONDS`, at most 10 ms).
+    /// How long a worker keeps polling its rings after a frame before it sleeps until the next,
+    /// while frames come closer together than that (`busy_poll = MICROSECONDS`, at most 10 ms;
+    /// the worker loop's `Spin`).
     pub busy_poll: Duration,
     /// Who the daemon becomes once its sockets are open (`user`, `group`).
     pub run_as: Option<RunAs>,

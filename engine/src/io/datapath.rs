@@ -76,8 +76,8 @@ pub struct Shared {
     pub ports: parking_lot::Mutex<BTreeMap<(String, usize), PortStats>>,
     /// Each worker's conntrack counters, by worker, refreshed at every tick.
     pub ct_stats: parking_lot::Mutex<BTreeMap<usize, Stats>>,
-    /// How long a worker keeps looking at its rings after a frame before it waits for the next
-    /// (`busy_poll`); zero: it waits at once.
+    /// How long a worker keeps looking at its rings after a frame before it waits for the next,
+    /// while frames come closer together than that (`busy_poll`); zero: it waits at once.
     pub busy_poll: Duration,
 }
 

@@ -138,11 +138,9 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
         }
     }
     let mut events = Events::with_capacity(64);
-    let spin = w.shared.busy_poll;
-    // Until when the loop looks at the rings again without waiting (busy polling): `spin` after
-    // the last frame came in, so that the next frame of a conversation is not held up by a
-    // wake-up. `now` is the loop's one clock read, taken after serving.
+    // `now` is the loop's one clock read, taken after serving.
     let mut now = Instant::now();
+    let mut spin = Spin::new(w.shared.busy_poll, now);
     let mut spin_until = now;
     let mut next_tick = now;
     // Edge-triggered: datagrams may be queued already, so read before waiting.
@@ -169,7 +167,7 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
         busy = served.more;
         now = Instant::now();
         if served.frames > 0 {
-            spin_until = now + spin;
+            spin_until = spin.after_frames(now);
         }
         if now >= next_tick {
             next_tick = now + TICK;
@@ -182,6 +180,43 @@ fn run<L: Pipeline>(w: &mut Worker<L::Port>, pipeline: &mut L, stop: &AtomicBool
         }
     }
     Ok(())
+}
+
+/// When a worker that served frames keeps looking at its rings instead of waiting (busy polling,
+/// `busy_poll`): so that the next frame of a conversation is not held up by a wake-up, which on a
+/// virtual machine's idle CPU costs several µs each way. Only while frames come closer together
+/// than the window, though, when the next one is likely to arrive during the spin: a gap that short
+/// arms it for [`Spin::STREAK`] batches, each longer gap disarms it by one. So sparse traffic (a
+/// ping a second, or frames every 50 µs with a 20 µs window) costs no spinning, where spinning
+/// after every frame would burn up to a core while catching nothing.
+#[derive(Debug, Clone, Copy)]
+struct Spin {
+    window: Duration,
+    /// When frames were last served.
+    last: Instant,
+    /// Batches left to spin after, since the last short gap.
+    streak: u8,
+}
+
+impl Spin {
+    /// Batches a short gap arms the spin for.
+    const STREAK: u8 = 8;
+
+    fn new(window: Duration, now: Instant) -> Spin {
+        Spin { window, last: now, streak: 0 }
+    }
+
+    /// Frames were served at `now`: until when to look again without waiting.
+    fn after_frames(&mut self, now: Instant) -> Instant {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.streak = if gap < self.window { Self::STREAK } else { self.streak.saturating_sub(1) };
+        if self.streak > 0 {
+            now + self.window
+        } else {
+            now
+        }
+    }
 }
 
 /// The timers: the mode's, the conntrack sweep, the ports' counters published by (interface,
@@ -361,5 +396,51 @@ pub(super) fn destination(p: &Packet) -> IpAddr {
     match p.family {
         Family::V4 => IpAddr::V4(Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3])),
         Family::V6 => IpAddr::V6(Ipv6Addr::from(p.dst)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn busy_polling_follows_short_gaps_and_stops_after_long_ones() {
+        let t0 = Instant::now();
+        let mut spin = Spin::new(us(20), t0);
+        // The first frames after a quiet spell: the worker waits at once.
+        let mut t = t0 + us(5_000);
+        assert_eq!(spin.after_frames(t), t);
+        // A conversation: frames 10 µs apart arm it.
+        t += us(10);
+        assert_eq!(spin.after_frames(t), t + us(20));
+        // Gaps longer than the window: it still spins after STREAK - 1 batches, then no more.
+        for k in 1..Spin::STREAK {
+            t += us(50);
+            assert_eq!(spin.after_frames(t), t + us(20), "long gap {k}");
+        }
+        t += us(50);
+        assert_eq!(spin.after_frames(t), t);
+        // Traffic sparser than the window never arms it.
+        for _ in 0..100 {
+            t += us(50);
+            assert_eq!(spin.after_frames(t), t);
+        }
+        // One short gap arms it again.
+        t += us(5);
+        assert_eq!(spin.after_frames(t), t + us(20));
+    }
+
+    #[test]
+    fn busy_polling_off_never_spins() {
+        let t0 = Instant::now();
+        let mut spin = Spin::new(Duration::ZERO, t0);
+        for k in 0..10 {
+            let t = t0 + Duration::from_nanos(k);
+            assert_eq!(spin.after_frames(t), t);
+        }
     }
 }
