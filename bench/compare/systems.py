@@ -315,6 +315,25 @@ class Ferrowall(System):
             return "control socket listening on" in self.read_log() or os.path.exists(self.socket)
 
         wait_for(up, 20, "ferrowall's control socket")
+        # `FWCMP_PIN=CPU[,CPU…]` pins worker i to the i-th CPU (taskset on its thread), to measure
+        # pinning; trafgen pins itself to CPU 0.
+        if os.environ.get("FWCMP_PIN"):
+            wait_for(lambda: len(self.worker_tids()) >= self.workers, 10, "ferrowall's worker threads")
+            for cpu, tid in zip(os.environ["FWCMP_PIN"].split(","), self.worker_tids()):
+                run(["taskset", "-p", "-c", cpu, str(tid)])
+
+    def worker_tids(self):
+        """The worker threads (`ferrowall-w<i>`), in worker order."""
+        found = []
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with open(f"/proc/{self.proc.pid}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                if name.startswith("ferrowall-w") and name[11:].isdigit():
+                    found.append((int(name[11:]), int(tid)))
+        except OSError:
+            pass
+        return [tid for _, tid in sorted(found)]
 
     def read_log(self):
         try:
