@@ -323,14 +323,15 @@ class Ferrowall(System):
                 run(["taskset", "-p", "-c", cpu, str(tid)])
 
     def worker_tids(self):
-        """The worker threads (`ferrowall-w<i>`), in worker order."""
+        """The worker threads (`ferrowall-w<i>` routing, `-b<i>` bridging, `-t<i>` over TUN), in
+        worker order."""
         found = []
         try:
             for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
                 with open(f"/proc/{self.proc.pid}/task/{tid}/comm") as f:
-                    name = f.read().strip()
-                if name.startswith("ferrowall-w") and name[11:].isdigit():
-                    found.append((int(name[11:]), int(tid)))
+                    m = re.fullmatch(r"ferrowall-[wbt](\d+)", f.read().strip())
+                if m:
+                    found.append((int(m.group(1)), int(tid)))
         except OSError:
             pass
         return [tid for _, tid in sorted(found)]
