@@ -512,13 +512,13 @@ impl Port for AfPacket {
     fn rx_batch(&mut self, max: usize, f: &mut dyn FnMut(&[Frame<'_>], &mut dyn Tx)) -> io::Result<usize> {
         let rx = &mut self.rx;
         let max = max.min(MAX_BATCH).min(rx.slots);
-        // First the slots handed over, and the long frames behind `TP_STATUS_COPY` slots read from
-        // the socket (copy buffer and length, by batch position), so that the frames can then
-        // borrow the ring and the buffers together.
-        let mut copied: SmallVec<[Option<(usize, usize)>; MAX_BATCH]> = SmallVec::new();
+        // First the slots handed over, one entry each, and the long frames behind
+        // `TP_STATUS_COPY` slots read from the socket (the entry: copy buffer and length), so that
+        // the frames can then borrow the ring and the buffers together.
+        let mut slots: SmallVec<[Option<(usize, usize)>; MAX_BATCH]> = SmallVec::new();
         let mut lent = 0;
-        while copied.len() < max {
-            let at = rx.slot((rx.cur + copied.len()) % rx.slots);
+        while slots.len() < max {
+            let at = rx.slot((rx.cur + slots.len()) % rx.slots);
             let status = rx.map.status(at + field::STATUS).load(Ordering::Acquire);
             if status & libc::TP_STATUS_USER == 0 {
                 break;
@@ -534,14 +534,14 @@ impl Port for AfPacket {
                     }
                 }
             }
-            copied.push(copy);
+            slots.push(copy);
         }
-        let n = copied.len();
+        let n = slots.len();
         if n == 0 {
             return Ok(0);
         }
         let mut frames = Frames::new();
-        for (k, &copy) in copied.iter().enumerate() {
+        for (k, &copy) in slots.iter().enumerate() {
             let at = rx.slot((rx.cur + k) % rx.slots);
             let h: libc::tpacket2_hdr = rx.map.read(at);
             let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
