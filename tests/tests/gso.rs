@@ -42,6 +42,23 @@ fn stats(d: &Daemon) -> String {
     out.stdout
 }
 
+/// `ferroctl stats` once the interface counters show every super-frame the datapath counted.
+/// The `datapath:` line is current to the workers' last batch, the `interface` lines are published
+/// every 100 ms (the workers' tick): a transfer that ends between two ticks is not in them yet.
+/// Bounded: after 3 s the last reading is returned, for the assertions to report.
+fn settled_stats(d: &Daemon) -> String {
+    let mut st = stats(d);
+    for _ in 0..30 {
+        let per_iface: u64 = st.lines().filter(|l| l.starts_with("interface ")).map(|l| field(l, "rx_gso")).sum();
+        if per_iface == field(line(&st, "datapath:"), "rx_gso") {
+            break;
+        }
+        ferrowall_tests::clock::sleep(std::time::Duration::from_millis(100));
+        st = stats(d);
+    }
+    st
+}
+
 /// The line of `stats` that starts with `prefix`.
 fn line<'a>(stats: &'a str, prefix: &str) -> &'a str {
     stats.lines().find(|l| l.starts_with(prefix)).unwrap_or_default()
@@ -90,7 +107,7 @@ fn tcp_with_offloads_on_goes_through_whole_and_intact() {
 
     // Super-frames arrived (client to server: the data of iperf3; server to client: the
     // downloads), went out whole on both interfaces, and none was refused.
-    let st = stats(&d);
+    let st = settled_stats(&d);
     let dp = line(&st, "datapath:");
     assert!(field(dp, "rx_gso") > 100, "super-frames received: {st}");
     assert_eq!(field(dp, "gso_segmented"), 0, "every next hop was known: {st}");
@@ -109,7 +126,7 @@ fn tcp_with_offloads_on_goes_through_whole_and_intact() {
     let got = d.dir.join("got-tso-off");
     assert!(tb.download(&c, urls[0], &got, "30"), "download with TSO off on r-cli\n{}", d.log());
     assert_eq!(ferrowall_tests::testbed_ns::sha256(&got), want, "the download through a TSO-less egress is corrupted");
-    let after = stats(&d);
+    let after = settled_stats(&d);
     let l = line(&after, "interface r-cli:");
     assert_eq!(field(l, "tx_errors"), 0, "{after}");
     assert!(
@@ -126,7 +143,7 @@ fn tcp_with_offloads_on_goes_through_whole_and_intact() {
     let got = d.dir.join("got-gro");
     assert!(tb.download(&c, urls[1], &got, "30"), "download with GRO on r-srv\n{}", d.log());
     assert_eq!(ferrowall_tests::testbed_ns::sha256(&got), want, "the download through GRO is corrupted");
-    let gro = stats(&d);
+    let gro = settled_stats(&d);
     assert!(
         field(line(&gro, "interface r-srv:"), "rx_gso") > field(line(&after, "interface r-srv:"), "rx_gso") + 10,
         "GRO's super-frames: {gro}"
@@ -193,7 +210,7 @@ fn tun_mode_with_offloads_on_takes_super_packets_whole() {
         assert!(gbps > 0.1, "iperf3 to {server}: {gbps} Gbit/s\n{}", d.log());
     }
 
-    let st = stats(&d);
+    let st = settled_stats(&d);
     let fw0 = line(&st, "interface fw0:");
     assert!(field(fw0, "rx_gso") > 100 && field(fw0, "tx_gso") > 100, "super-packets both ways through fw0: {st}");
     assert_eq!(field(fw0, "tx_errors"), 0, "{st}");
@@ -245,7 +262,7 @@ fn bridge_mode_with_offloads_on_forwards_super_frames_whole() {
         assert!(gbps > 0.1, "iperf3 to {server}: {gbps} Gbit/s\n{}", d.log());
     }
 
-    let st = stats(&d);
+    let st = settled_stats(&d);
     assert!(field(line(&st, "datapath:"), "rx_gso") > 100, "{st}");
     for dropped in ["gso_malformed", "too_big", "ct_invalid_checksum"] {
         assert_eq!(field(line(&st, "datapath dropped:"), dropped), 0, "{dropped}: {st}");
