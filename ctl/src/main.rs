@@ -4,8 +4,9 @@
 //!   anything built on libmnl, Python's `socket` module) against the daemon: the program starts with
 //!   `LD_PRELOAD` naming `libferrowall_shim.so` (found next to `ferroctl`, or at `FERROWALL_SHIM`)
 //!   and `FERROWALL_SOCKET` naming the control socket; its exit status is ferroctl's.
-//! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its rule file (as `SIGHUP` does)
-//!   and prints the reason if the new file was refused.
+//! * `ferroctl reload [--socket PATH]` asks the daemon to re-read its configuration and rule file
+//!   (as `SIGHUP` does), prints the reason if either was refused, and the settings that changed but
+//!   only a restart applies.
 //! * `ferroctl conntrack [--socket PATH] [--json] [list|get|delete|flush|count|stats|events] ...`
 //!   reads and changes the connection table through ctnetlink, the messages `conntrack` sends (see
 //!   [`conntrack`]); `list` prints what `conntrack -L` prints, `events` what `conntrack -E` prints.
@@ -105,7 +106,11 @@ fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Exec { socket, command } => exec(&socket_path(socket), &command),
         Cmd::Reload { socket } => match reload(&socket_path(socket)) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(None) => ExitCode::SUCCESS,
+            Ok(Some(warning)) => {
+                eprintln!("ferroctl: reload: {warning}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("ferroctl: reload: {e}");
                 ExitCode::from(1)
@@ -248,7 +253,8 @@ fn recv(sock: &Socket) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-fn reload(socket: &Path) -> Result<(), String> {
+/// `Ok(Some(warning))`: reloaded, with the daemon's word on what it could not apply.
+fn reload(socket: &Path) -> Result<Option<String>, String> {
     let at = |e: std::io::Error| format!("{}: {e}", socket.display());
     let (sock, portid) = connect(socket)?;
     let seq = 1;
@@ -263,7 +269,7 @@ fn reload(socket: &Path) -> Result<(), String> {
             let (errno, text) =
                 private::parse_error(&d[m.offset..]).ok_or("malformed error message from the daemon")?;
             return match (errno, text) {
-                (0, _) => Ok(()),
+                (0, warning) => Ok(warning),
                 (_, Some(t)) => Err(t),
                 (e, None) => Err(std::io::Error::from_raw_os_error(e).to_string()),
             };

@@ -171,6 +171,29 @@ impl Config {
         Config::parse_with(path, &text, &|name| group_gid(&groups, name), &|name| user_info(&passwd, &groups, name))
     }
 
+    /// The keys whose setting `new` changes from `self` (the configuration the daemon started
+    /// with) and a reload cannot apply: they take effect at the next start. A reload applies the
+    /// rule file (`rules`) and, in router mode, the static routes (`route`); line numbers and
+    /// comments do not count as changes.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let uid = |c: &Config| c.run_as.as_ref().map(|r| r.uid);
+        let gid = |c: &Config| c.run_as.as_ref().map(|r| r.gid);
+        let changed = [
+            ("ctl_socket", self.ctl_socket != new.ctl_socket),
+            ("ctl_group", self.ctl_group != new.ctl_group),
+            ("max_connections", self.max_connections != new.max_connections),
+            ("state_dir", self.state_dir != new.state_dir),
+            ("timeout", !self.timeouts.iter().map(|t| &t.1).eq(new.timeouts.iter().map(|t| &t.1))),
+            ("mode", self.mode != new.mode),
+            ("interface", !self.interfaces.iter().map(|i| &i.1).eq(new.interfaces.iter().map(|i| &i.1))),
+            ("workers", self.workers != new.workers),
+            ("busy_poll", self.busy_poll != new.busy_poll),
+            ("user", uid(self) != uid(new)),
+            ("group", gid(self) != gid(new)),
+        ];
+        changed.into_iter().filter(|&(_, c)| c).map(|(key, _)| key).collect()
+    }
+
     /// Parses `text` (read from `file`); `gid_of` resolves a group name; no user names resolve.
     pub fn parse(file: &Path, text: &str, gid_of: &dyn Fn(&str) -> Option<u32>) -> Result<Config, ConfigError> {
         Config::parse_with(file, text, gid_of, &|_| None)
@@ -355,6 +378,29 @@ mod tests {
         assert_eq!(c.max_connections, 10);
         assert_eq!(parse("ctl_group = 42").unwrap().ctl_group, Some(42));
         assert_eq!(parse("rules = /abs/r").unwrap().rules, Some(PathBuf::from("/abs/r")));
+    }
+
+    #[test]
+    fn what_a_reload_cannot_apply_is_named() {
+        let base =
+            parse("rules = a\nmax_connections = 10\ninterface = x 198.18.0.1/24\ntimeout = t inet udp unreplied 5\n")
+                .unwrap();
+        // Comments, blank lines (so other line numbers), a new rule file and routes: nothing.
+        let same = parse(
+            "# moved\n\nrules = b\nroute = 198.20.0.0/16 via 198.18.0.2\nmax_connections = 10\n\
+             interface = x 198.18.0.1/24\ntimeout = t inet udp unreplied 5\n",
+        )
+        .unwrap();
+        assert_eq!(base.needs_restart(&same), Vec::<&str>::new());
+        let other = parse(
+            "rules = a\nmax_connections = 20\ninterface = x 198.18.0.2/24\ntimeout = t inet udp unreplied 6\n\
+             workers = 3\nbusy_poll = 50\nmode = bridge\nctl_group = fw\n",
+        )
+        .unwrap();
+        assert_eq!(
+            base.needs_restart(&other),
+            ["ctl_group", "max_connections", "timeout", "mode", "interface", "workers", "busy_poll"]
+        );
     }
 
     #[test]

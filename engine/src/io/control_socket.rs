@@ -117,8 +117,10 @@ impl From<Vec<Vec<u8>>> for Reply {
 pub trait Backend {
     /// The reply to one request datagram.
     fn handle(&mut self, peer: &PeerInfo, datagram: &[u8]) -> Reply;
-    /// Re-reads the rule file; on error the running rules stay and the error says where and why.
-    fn reload(&mut self) -> Result<(), String>;
+    /// Re-reads the configuration and the rule file; on error the running rules stay and the
+    /// error says where and why. `Ok(Some(warning))`: reloaded, but the warning names what the
+    /// reload could not apply.
+    fn reload(&mut self) -> Result<Option<String>, String>;
     /// The text of a view of the daemon's state ([`private::SHOW_CONNTRACK`],
     /// [`private::SHOW_STATS`]); `None` for a view it does not know.
     fn show(&mut self, what: u8) -> Option<String>;
@@ -520,7 +522,9 @@ impl ControlServer {
                 vec![private::error(&req, peer.portid, Errno::EPERM, None)]
             }
             private::MSG_RELOAD => match reload(backend, &format!("request of uid {} pid {}", peer.uid, peer.pid)) {
-                Ok(()) => vec![private::ack(&req, peer.portid)],
+                Ok(None) => vec![private::ack(&req, peer.portid)],
+                // An ack that carries a message: what the kernel's extended acks call a warning.
+                Ok(Some(warning)) => vec![private::error(&req, peer.portid, Errno(0), Some(&warning))],
                 Err(text) => vec![private::error(&req, peer.portid, Errno::EINVAL, Some(&text))],
             },
             _ => vec![private::error(&req, peer.portid, Errno::EOPNOTSUPP, None)],
@@ -740,10 +744,11 @@ fn now() -> std::time::Instant {
 }
 
 /// Reloads and logs the outcome.
-fn reload(backend: &mut dyn Backend, why: &str) -> Result<(), String> {
+fn reload(backend: &mut dyn Backend, why: &str) -> Result<Option<String>, String> {
     let r = backend.reload();
     match &r {
-        Ok(()) => eprintln!("ferrowall: reload ({why}): done"),
+        Ok(None) => eprintln!("ferrowall: reload ({why}): done"),
+        Ok(Some(warning)) => eprintln!("ferrowall: reload ({why}): done; {warning}"),
         Err(e) => eprintln!("ferrowall: reload ({why}): {e}; keeping the running rules"),
     }
     r
@@ -776,8 +781,8 @@ mod tests {
         fn handle(&mut self, _: &PeerInfo, _: &[u8]) -> Reply {
             Vec::new().into()
         }
-        fn reload(&mut self) -> Result<(), String> {
-            Ok(())
+        fn reload(&mut self) -> Result<Option<String>, String> {
+            Ok(None)
         }
         fn show(&mut self, _: u8) -> Option<String> {
             None

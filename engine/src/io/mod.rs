@@ -40,8 +40,8 @@
 //!
 //! * the open descriptors (ports, control socket) keep working: the kernel checks privilege when
 //!   they are created, not when they are used;
-//! * a reload (`SIGHUP`, `ferroctl reload`) re-reads the rule file and, in router mode, the
-//!   configuration file (and `/etc/passwd`, `/etc/group`) as that user: both must be readable by
+//! * a reload (`SIGHUP`, `ferroctl reload`) re-reads the configuration file (and `/etc/passwd`,
+//!   `/etc/group`) and the rule file as that user: both must be readable by
 //!   it (e.g. root-owned, mode 0644, or group-readable by `group`); otherwise the reload is
 //!   refused and the running rules stay;
 //! * clients: root and the control group keep connecting (the socket file is root's, mode 0660,
@@ -243,6 +243,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         rules_source: state.rules_source,
         router,
         config: opts.config.clone(),
+        started: cfg.clone(),
         state_dir,
         sweeper: None,
     };
@@ -405,6 +406,9 @@ struct Daemon {
     /// Router mode's router, whose static routes a reload re-reads from `config`.
     router: Option<Arc<Router>>,
     config: Option<PathBuf>,
+    /// The configuration the daemon started with: what a reload's configuration is compared
+    /// with, for the settings that only a restart applies.
+    started: Config,
     /// The rule set in force: (file, text), saved with the settings.
     rules_source: Option<(String, String)>,
     state_dir: StateDir,
@@ -448,18 +452,28 @@ impl Backend for Daemon {
         control_socket::Reply { datagrams: answer.datagrams, pending }
     }
 
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<Option<String>, String> {
         // Parse everything first; nothing changes unless all of it loaded. Workers pick the new
         // rule set up at their next batch; the old one (and its policy uses) goes when the last
-        // worker drops it. Routes are swapped whole; the neighbour cache stays.
-        let rules = match &self.rules_path {
+        // worker drops it. Routes are swapped whole; the neighbour cache stays. The rule file is
+        // the one the configuration names now (a configuration that names none keeps the running
+        // one); every other setting it changes is named in the answer: only a restart applies it.
+        let cfg = match &self.config {
+            Some(path) => Some(Config::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let mut needs_restart = cfg.as_ref().map(|c| self.started.needs_restart(c)).unwrap_or_default();
+        if cfg.as_ref().is_some_and(|c| c.rules.is_none()) && self.rules_path.is_some() {
+            needs_restart.insert(0, "rules");
+        }
+        let rules_path = cfg.as_ref().and_then(|c| c.rules.clone()).or_else(|| self.rules_path.clone());
+        let rules = match &rules_path {
             Some(path) => Some(load_rules(path, &self.shared.registry)?),
             None => None,
         };
-        let routes = match (&self.router, &self.config) {
-            (Some(router), Some(path)) => {
-                let cfg = Config::load(path).map_err(|e| e.to_string())?;
-                Some((router, static_routes(&cfg, Some(path)).map_err(|e| e.to_string())?))
+        let routes = match (&self.router, &cfg) {
+            (Some(router), Some(cfg)) => {
+                Some((router, static_routes(cfg, self.config.as_deref()).map_err(|e| e.to_string())?))
             }
             _ => None,
         };
@@ -469,9 +483,10 @@ impl Backend for Daemon {
         if let Some((next, source)) = rules {
             self.shared.rules.store(Arc::new(next));
             self.rules_source = Some(source);
+            self.rules_path = rules_path;
             self.persist();
         }
-        Ok(())
+        Ok((!needs_restart.is_empty()).then(|| format!("not applied until a restart: {}", needs_restart.join(", "))))
     }
 
     fn show(&mut self, what: u8) -> Option<String> {
