@@ -134,15 +134,7 @@ pub(crate) fn start(
     workers: usize,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<worker::Pending>, RunError> {
-    if let Some((line, i)) = cfg.interfaces.iter().find(|(_, i)| !i.addrs.is_empty()) {
-        return Err(RunError::Unsupported(format!(
-            "line {line}: interface {}: a bridge has no addresses of its own (mode = bridge)",
-            i.name
-        )));
-    }
-    if let Some((line, _)) = cfg.routes.first() {
-        return Err(RunError::Unsupported(format!("line {line}: a bridge has no routes (mode = bridge)")));
-    }
+    // Addresses and routes are refused with the configuration ([`Config::parse_with`]).
     if cfg.interfaces.len() > usize::from(u16::MAX) {
         return Err(RunError::Unsupported("a bridge has at most 65535 ports".into()));
     }

@@ -298,6 +298,28 @@ impl Config {
             };
             r.gid = gid;
         }
+        // What the mode has no use for is refused, not passed over.
+        let refuse = |line: usize, why: String| Err(ConfigError { file: file.to_owned(), line, why });
+        match c.mode {
+            Mode::Bridge => {
+                if let Some((line, i)) = c.interfaces.iter().find(|(_, i)| !i.addrs.is_empty()) {
+                    let why = format!("interface {}: a bridge has no addresses of its own (mode = bridge)", i.name);
+                    return refuse(*line, why);
+                }
+                if let Some((line, _)) = c.routes.first() {
+                    return refuse(*line, "a bridge has no routes (mode = bridge)".to_owned());
+                }
+            }
+            Mode::Tun => {
+                if let Some((line, _)) = c.routes.first() {
+                    return refuse(
+                        *line,
+                        "the kernel routes in TUN mode: routes go into its table (mode = tun)".to_owned(),
+                    );
+                }
+            }
+            Mode::Router => {}
+        }
         Ok(c)
     }
 }
@@ -394,13 +416,30 @@ mod tests {
         assert_eq!(base.needs_restart(&same), Vec::<&str>::new());
         let other = parse(
             "rules = a\nmax_connections = 20\ninterface = x 198.18.0.2/24\ntimeout = t inet udp unreplied 6\n\
-             workers = 3\nbusy_poll = 50\nmode = bridge\nctl_group = fw\n",
+             workers = 3\nbusy_poll = 50\nmode = tun\nctl_group = fw\n",
         )
         .unwrap();
         assert_eq!(
             base.needs_restart(&other),
             ["ctl_group", "max_connections", "timeout", "mode", "interface", "workers", "busy_poll"]
         );
+    }
+
+    #[test]
+    fn what_the_mode_has_no_use_for_is_refused() {
+        let e = parse("interface = a\ninterface = b 198.18.0.1/24\nmode = bridge\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ferrowall/ferrowall.conf:2: interface b: a bridge has no addresses of its own (mode = bridge)"
+        );
+        assert_eq!(parse("mode = bridge\ninterface = a\nroute = default via 198.18.0.1\n").unwrap_err().line, 3);
+        let e = parse("route = 198.20.0.0/16 via 198.18.0.1\nmode = tun\ninterface = fw0 198.18.0.2/24\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.why.as_str()),
+            (1, "the kernel routes in TUN mode: routes go into its table (mode = tun)")
+        );
+        assert!(parse("mode = tun\ninterface = fw0 198.18.0.2/24\n").is_ok());
+        assert!(parse("interface = a 198.18.0.2/24\nroute = 198.20.0.0/16 via 198.18.0.1\n").is_ok());
     }
 
     #[test]
@@ -429,8 +468,10 @@ mod tests {
 
     #[test]
     fn router_keys() {
-        let c = parse("mode = bridge\ninterface = eth0 198.18.0.1/24 2001:2::1/64\ninterface = eth1\nroute = default via 198.18.0.254\nworkers = 2\n").unwrap();
-        assert_eq!(c.mode, Mode::Bridge);
+        let c = parse("mode = router\ninterface = eth0 198.18.0.1/24 2001:2::1/64\ninterface = eth1\nroute = default via 198.18.0.254\nworkers = 2\n").unwrap();
+        assert_eq!(c.mode, Mode::Router);
+        assert_eq!(parse("mode = bridge").unwrap().mode, Mode::Bridge);
+        assert_eq!(parse("mode = tun").unwrap().mode, Mode::Tun);
         assert_eq!(c.workers, Some(2));
         assert_eq!(c.busy_poll, DEFAULT_BUSY_POLL);
         assert_eq!(parse("busy_poll = 50").unwrap().busy_poll, Duration::from_micros(50));
