@@ -67,7 +67,7 @@
 //! | `counter` | counts packets and IP bytes of the rule ([`RuleSet::counters`]); nft's `counter packets N bytes M` is accepted, its numbers ignored |
 //! | `notrack` | the packet bypasses connection tracking (only in `prerouting`) |
 //! | `ct timeout set "NAME"` | new connections of this packet get timeout policy NAME |
-//! | `mark set N`, `meta mark set N` | the packet mark (decimal or `0x…`) |
+//! | `mark set N`, `meta mark set N` | the mark (decimal or `0x…`) of the connection this packet creates: `mark=` in the table, in `conntrack -L` and ctnetlink (ferrowall has no per-packet mark; on a packet of a known connection it does nothing) |
 //!
 //! **Load errors** (each as `file:line:column: why`; as many as could be found): unknown keywords,
 //! bad addresses, prefixes, ranges, ports out of range, unknown ICMP types, protocols or states,
