@@ -437,6 +437,30 @@ pub fn fragment_to_mtu(datagram: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// Splits an IPv6 datagram that was reassembled from fragments with identification `id` into
+/// fragments for a link of `mtu` bytes, with that identification again: what Linux does with a
+/// datagram its conntrack reassembled (`nf_defrag_ipv6`) on the way out, where a router would
+/// otherwise answer "packet too big". The fragment header goes after the hop-by-hop, routing and
+/// destination-options headers. `None` when the datagram is malformed or `mtu` leaves no room
+/// for 8 data bytes.
+pub fn fragment_v6_to_mtu(datagram: &[u8], mtu: usize, id: u32) -> Option<Vec<Vec<u8>>> {
+    // The unfragmentable part: the IPv6 header and the extension headers before a fragment header.
+    let mut next = *datagram.get(6)?;
+    let mut at = 40;
+    while matches!(next, ipproto::HOPOPTS | ipproto::ROUTING | ipproto::DSTOPTS) {
+        next = *datagram.get(at)?;
+        at += (usize::from(*datagram.get(at + 1)?) + 1) * 8;
+    }
+    if at >= datagram.len() || mtu < at + 16 {
+        return None;
+    }
+    let mut pieces = fragment(datagram, mtu - at - 8);
+    for piece in &mut pieces {
+        piece.get_mut(at + 4..at + 8)?.copy_from_slice(&id.to_be_bytes());
+    }
+    Some(pieces)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,7 +91,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use mio::Registry;
-use proto::packet::{ethertype, ipproto, parse_ip, Family, Packet};
+use proto::packet::{ethertype, parse_ip, Family, Packet};
 
 use super::afpacket::AfPacket;
 use super::config::Config;
@@ -390,7 +390,7 @@ impl Cx<'_> {
                 let datagram = &frame[p.l3_offset..p.end];
                 let pieces = match (p.family, frag_id) {
                     (Family::V4, _) => proto::build::fragment_to_mtu(datagram, mtu),
-                    (Family::V6, Some(id)) => fragment_v6(datagram, mtu, id),
+                    (Family::V6, Some(id)) => proto::build::fragment_v6_to_mtu(datagram, mtu, id),
                     (Family::V6, None) => None,
                 };
                 let Some(pieces) = pieces else { return Err(DropReason::TooBig) };
@@ -417,26 +417,6 @@ impl Cx<'_> {
 /// An untagged IP frame on its way out: its packet, its GSO description if it is a super-frame,
 /// and the identification of the fragments it was reassembled from if it was.
 type IpFrame<'p> = (&'p Packet, Option<Gso>, Option<u32>);
-
-/// Splits an IPv6 datagram reassembled from fragments with identification `id` into fragments
-/// for a link of `mtu` bytes, with that identification again (Linux's bridge refragments, too).
-fn fragment_v6(datagram: &[u8], mtu: usize, id: u32) -> Option<Vec<Vec<u8>>> {
-    // The unfragmentable part: the IPv6 header and the extension headers before a fragment header.
-    let mut next = *datagram.get(6)?;
-    let mut at = 40;
-    while matches!(next, ipproto::HOPOPTS | ipproto::ROUTING | ipproto::DSTOPTS) {
-        next = *datagram.get(at)?;
-        at += (usize::from(*datagram.get(at + 1)?) + 1) * 8;
-    }
-    if at >= datagram.len() || mtu < at + 16 {
-        return None;
-    }
-    let mut pieces = proto::build::fragment(datagram, mtu - at - 8);
-    for piece in &mut pieces {
-        piece.get_mut(at + 4..at + 8)?.copy_from_slice(&id.to_be_bytes());
-    }
-    Some(pieces)
-}
 
 /// The 6 bytes of `data` at `at`, if there are 14 (an Ethernet header).
 fn mac(data: &[u8], at: usize) -> Option<Mac> {

@@ -3,7 +3,11 @@
 //!
 //! Each worker owns one port per interface (AF_PACKET, joined to a per-interface fanout group so
 //! the kernel spreads flows over workers and reassembles IPv4 fragments first) and its own mio
-//! loop. The conntrack table, the rule set (an `ArcSwap`, replaced whole on reload), the registry
+//! loop. Fragments the kernel did not reassemble (IPv6 always, IPv4 with one worker) are
+//! reassembled by the worker before the prerouting rules and conntrack see them, as
+//! `nf_defrag_ipv4`/`nf_defrag_ipv6` do in the kernel, and the datagram is sent on fragmented
+//! again where it exceeds the next link's MTU (IPv6 with the fragments' identification); a
+//! fragment that does not complete its datagram counts as `held`. The conntrack table, the rule set (an `ArcSwap`, replaced whole on reload), the registry
 //! and the router (routes behind an `ArcSwap`, the neighbour cache) are shared.
 //!
 //! A received frame is borrowed from the ring: it is parsed, filtered at prerouting and tracked
@@ -31,7 +35,7 @@
 //!
 //! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
 //! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly
-//! (bridge mode), or dropped under one [`DropReason`], so that `rx = forwarded + local + held +
+//! (router and bridge modes), or dropped under one [`DropReason`], so that `rx = forwarded + local + held +
 //! dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
 //! integers), then adds the batch to its own [`WorkerCounters`] (one writer: no locked
 //! instruction, no cache line shared with another worker); `ferroctl stats` sums the workers'
@@ -56,7 +60,7 @@ use super::port::{Frame, Offload, PartialCsum, Port, PortStats, RxFlags, Tx, TxF
 use super::worker::{self, forward_verdict, Batch, Pipeline, Served, Worker, RX_BATCH};
 use crate::clock::Timestamp;
 use crate::conntrack::{Conntrack, CtState, Invalid, Stats, Tracked};
-use crate::defrag::DefragError;
+use crate::defrag::{Defrag, DefragConfig, DefragError, Reassembly};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::gso::{self, Gso};
 use crate::route::{self, icmp, Forward, Hop, NeighDrop, Routed, Router, Rx, Split};
@@ -584,6 +588,9 @@ impl std::fmt::Display for DatapathStats {
 struct Routing {
     router: Arc<Router>,
     scratch: Vec<u8>,
+    /// Fragments waiting for the rest of their datagram (IPv6 always; IPv4 with one worker, the
+    /// fanout group of several having reassembled it in the kernel already).
+    defrag: Defrag,
 }
 
 /// Opens `workers` sets of ports on the router's interfaces, one worker each, to start (they
@@ -599,7 +606,11 @@ pub(crate) fn start(
     let mut handles = Vec::new();
     for (i, ports) in sets.into_iter().enumerate() {
         let w = Worker::new(i, ports, shared.clone());
-        let routing = Routing { router: router.clone(), scratch: Vec::with_capacity(65_536 + 64) };
+        let routing = Routing {
+            router: router.clone(),
+            scratch: Vec::with_capacity(65_536 + 64),
+            defrag: Defrag::new(DefragConfig::default()),
+        };
         handles.push(worker::spawn('w', "worker", w, routing, stop.clone()));
     }
     Ok(handles)
@@ -612,8 +623,9 @@ impl Pipeline for Routing {
         worker::serve_all(w.ports.len(), |at| self.serve_port(w, at))
     }
 
-    /// Neighbour retries and failures.
+    /// Neighbour retries and failures; reassembly's timeouts.
     fn tick(&mut self, w: &mut Worker<AfPacket>, now: Timestamp) {
+        self.defrag.expire(now);
         let t = self.router.tick(now);
         for f in t.frames {
             if let Some(p) = w.ports.get_mut(f.iface) {
@@ -638,7 +650,7 @@ impl Routing {
     /// and transmission run as conntrack hands it over, before the next packet is tracked (a
     /// flow's second packet finds the connection its first one confirmed).
     fn serve_port(&mut self, w: &mut Worker<AfPacket>, at: usize) -> io::Result<usize> {
-        let Routing { router, scratch } = self;
+        let Routing { router, scratch, defrag } = self;
         let Worker { ports, shared, stats, .. } = w;
         let (before, rest) = ports.split_at_mut(at);
         let Some((port, after)) = rest.split_first_mut() else { return Ok(0) };
@@ -649,6 +661,7 @@ impl Routing {
             let rules = shared.rules.load();
             let iif = router.ifaces().get(at).map_or("", |i| i.name.as_str());
             let mut out = |to: usize, frame: TxFrame<'_>| worker::send(before, this, after, at, to, frame);
+            let cx = Cx { shared, router, rules: &rules, now, at, iif };
             // Pass 1: the IP packets to track; for each, its frame, GSO description and `notrack`.
             // On the stack: a ring batch is at most RX_BATCH frames (with V2 slots often one), and
             // the heap would cost two allocations a batch.
@@ -657,28 +670,37 @@ impl Routing {
             for f in frames {
                 batch.rx += 1;
                 batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
-                if let Some((p, gso, notrack)) = receive(router, &rules, now, at, iif, f, &mut out, &mut batch) {
-                    ip.push((f.data, p));
-                    meta.push((f, gso, notrack));
+                match receive(router, defrag, &rules, now, at, iif, f, &mut out, &mut batch) {
+                    Received::Packet(p, gso, notrack) => {
+                        ip.push((f.data, p));
+                        meta.push((f, gso, notrack));
+                    }
+                    Received::Reassembled(whole) => {
+                        // In order: the packets before it first, then the datagram, alone.
+                        cx.track_and_handle(stats, scratch, &ip, &meta, &mut out, &mut batch, &mut originate_later);
+                        ip.clear();
+                        meta.clear();
+                        let frame = Frame {
+                            data: &whole.frame,
+                            wire_len: whole.frame.len() as u32,
+                            flags: RxFlags::empty(),
+                            vlan: None,
+                            timestamp_ns: f.timestamp_ns,
+                            offload: Offload::NONE,
+                        };
+                        let t = if whole.notrack {
+                            Tracked::untracked()
+                        } else {
+                            shared.ct.track(now, &whole.frame, &whole.p, stats)
+                        };
+                        let (p, id) = (whole.p, Some(whole.id));
+                        cx.handle(stats, scratch, &frame, p, None, id, t, &mut out, &mut batch, &mut originate_later);
+                    }
+                    Received::Done => {}
                 }
             }
             // Pass 2: runs of tracked packets through `track_batch`; untracked ones between them.
-            let cx = Cx { shared, router, rules: &rules, now, at, iif };
-            let mut after_track = |k: usize, t: Tracked, stats: &mut Stats| {
-                let (f, gso, _) = meta[k];
-                cx.handle(stats, scratch, f, ip[k].1, gso, t, &mut out, &mut batch, &mut originate_later);
-            };
-            let mut i = 0;
-            while i < ip.len() {
-                if meta[i].2 {
-                    after_track(i, Tracked::untracked(), stats);
-                    i += 1;
-                    continue;
-                }
-                let run = meta[i..].iter().position(|m| m.2).map_or(ip.len(), |r| i + r);
-                shared.ct.track_batch(now, &ip[i..run], stats, |k, t, stats| after_track(i + k, t, stats));
-                i = run;
-            }
+            cx.track_and_handle(stats, scratch, &ip, &meta, &mut out, &mut batch, &mut originate_later);
         })?;
         // Datagrams we originate (echo replies, ICMP errors, resets) take the output path.
         let now = w.shared.now();
@@ -803,13 +825,34 @@ fn reject_answer(
     }
 }
 
-/// The first step of a received frame: the router's receive step (ARP and neighbour discovery
-/// are answered here, and count as local), the check of its GSO description, and the prerouting
-/// rules. Returns the IP packet to track, its GSO description and whether a rule said `notrack`;
-/// `None` when the frame's journey ended here (counted in `batch`).
+/// What [`receive`] made of a frame.
+enum Received {
+    /// An IP packet to track, with its GSO description and whether `notrack` applies.
+    Packet(Packet, Option<Gso>, bool),
+    /// A datagram its last fragment completed, to track and handle alone.
+    Reassembled(Whole),
+    /// Consumed (ARP, neighbour discovery), held for reassembly or dropped; counted.
+    Done,
+}
+
+/// A datagram reassembled from fragments: framed (the last fragment's Ethernet header, then
+/// the datagram), parsed, and the fragments' identification (to fragment it again on a link
+/// whose MTU it exceeds).
+struct Whole {
+    frame: Vec<u8>,
+    p: Packet,
+    id: u32,
+    notrack: bool,
+}
+
+/// The receive step of a frame from port `at`: the router's (ARP and neighbour discovery are
+/// answered through `out`), reassembly (fragments are tracked and filtered as their whole
+/// datagram, as `nf_defrag_ipv4`/`nf_defrag_ipv6` have the kernel's conntrack see them), then
+/// the prerouting rules. Counted in `batch` unless it is a packet to track.
 #[allow(clippy::too_many_arguments)]
 fn receive(
     router: &Router,
+    defrag: &mut Defrag,
     rules: &RuleSet,
     now: Timestamp,
     at: usize,
@@ -817,7 +860,7 @@ fn receive(
     f: &Frame<'_>,
     out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
     batch: &mut Batch,
-) -> Option<(Packet, Option<Gso>, bool)> {
+) -> Received {
     let (frame, flags) = (f.data, f.flags);
     let mut p = match router.receive(now, at, frame) {
         Rx::Ip(p) => p,
@@ -827,18 +870,50 @@ fn receive(
             for f in frames {
                 out(f.iface, TxFrame::plain(&f.frame));
             }
-            return None;
+            return Received::Done;
         }
         Rx::Drop(why) => {
             batch.drop(DropReason::routed(why, frame));
-            return None;
+            return Received::Done;
         }
     };
+    if let Some(frag) = p.fragment {
+        match defrag.push(now, frame, &p) {
+            Reassembly::Whole => {}
+            Reassembly::Held => {
+                batch.held += 1;
+                return Received::Done;
+            }
+            Reassembly::Dropped(why) => {
+                batch.drop(DropReason::reassembly(why));
+                return Received::Done;
+            }
+            Reassembly::Done(datagram) => {
+                let mut whole = Vec::with_capacity(p.l3_offset + datagram.len());
+                whole.extend_from_slice(&frame[..p.l3_offset]);
+                whole.extend_from_slice(&datagram);
+                let p = match packet::parse_ip(&whole, p.l3_offset) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        batch.drop(DropReason::unparsable(e, &whole, p.l3_offset));
+                        return Received::Done;
+                    }
+                };
+                // Its checksum is verified by conntrack: nothing verified the datagram whole.
+                let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
+                if !matches!(pre.verdict, Verdict::Accept) {
+                    batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
+                    return Received::Done;
+                }
+                return Received::Reassembled(Whole { frame: whole, p, id: frag.id, notrack: pre.notrack });
+            }
+        }
+    }
     let gso = match gso_of(&f.offload, &p) {
         Ok(g) => g,
         Err(why) => {
             batch.drop(why);
-            return None;
+            return Received::Done;
         }
     };
     // A checksum the kernel verified, one it left for us to complete (done in the copy that is
@@ -848,9 +923,9 @@ fn receive(
     let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
     if !matches!(pre.verdict, Verdict::Accept) {
         batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
-        return None;
+        return Received::Done;
     }
-    Some((p, gso, pre.notrack))
+    Received::Packet(p, gso, pre.notrack)
 }
 
 /// What every packet of a received batch shares.
@@ -865,6 +940,37 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Pass 2 over the packets [`receive`] kept (`ip`, with their frames, GSO descriptions and
+    /// `notrack` in `meta`): runs of tracked packets through [`Conntrack::track_batch`], untracked
+    /// ones between them, each handled as conntrack hands it over.
+    #[allow(clippy::too_many_arguments)]
+    fn track_and_handle(
+        &self,
+        stats: &mut Stats,
+        scratch: &mut Vec<u8>,
+        ip: &[(&[u8], Packet)],
+        meta: &[(&Frame<'_>, Option<Gso>, bool)],
+        out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
+        batch: &mut Batch,
+        originate: &mut Vec<Vec<u8>>,
+    ) {
+        let mut after_track = |k: usize, t: Tracked, stats: &mut Stats| {
+            let (f, gso, _) = meta[k];
+            self.handle(stats, scratch, f, ip[k].1, gso, None, t, out, batch, originate);
+        };
+        let mut i = 0;
+        while i < ip.len() {
+            if meta[i].2 {
+                after_track(i, Tracked::untracked(), stats);
+                i += 1;
+                continue;
+            }
+            let run = meta[i..].iter().position(|m| m.2).map_or(ip.len(), |r| i + r);
+            self.shared.ct.track_batch(self.now, &ip[i..run], stats, |k, t, stats| after_track(i + k, t, stats));
+            i = run;
+        }
+    }
+
     /// The rest of a received packet's journey once conntrack has classified it (`t`): routing,
     /// the input or forward rules, confirmation, transmission. Counted in `batch` as forwarded,
     /// local or dropped under its reason. `out` sends a frame on a port and says whether the port
@@ -877,6 +983,7 @@ impl Cx<'_> {
         f: &Frame<'_>,
         p: Packet,
         gso: Option<Gso>,
+        reassembled: Option<u32>,
         mut t: Tracked,
         out: &mut dyn FnMut(usize, TxFrame<'_>) -> bool,
         batch: &mut Batch,
@@ -928,7 +1035,8 @@ impl Cx<'_> {
                 }
             }
             Routed::Forward(hop) => {
-                forward(shared, router, stats, scratch, tail, now, at, &p, gso, hop, t, decide, out, batch, originate)
+                let how = (gso, reassembled);
+                forward(shared, router, stats, scratch, tail, now, at, &p, how, hop, t, decide, out, batch, originate)
             }
             Routed::Unreachable => {
                 batch.drop(DropReason::NoRoute);
@@ -949,7 +1057,7 @@ fn forward(
     now: Timestamp,
     at: usize,
     p: &Packet,
-    gso: Option<Gso>,
+    (gso, reassembled): (Option<Gso>, Option<u32>),
     hop: Hop,
     mut t: Tracked,
     decide: impl Fn(Hook, &str, &Tracked) -> crate::filter::Decision,
@@ -972,7 +1080,7 @@ fn forward(
     if !forward_verdict(shared, now, &d, &mut t, stats, batch, reject) {
         return;
     }
-    match router.transmit_gso(now, at, Split { head: &mut *scratch, tail }, p, hop, gso.as_ref()) {
+    match router.transmit_gso(now, at, Split { head: &mut *scratch, tail }, p, hop, gso.as_ref(), reassembled) {
         Forward::Transmit { iface, start, end, .. } => {
             // A super-frame goes whole, described again for its new frame: its headers from the
             // copy, its payload from where it was received.

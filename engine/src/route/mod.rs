@@ -416,7 +416,7 @@ impl Router {
     /// (answering with ICMP errors), decrements the TTL, resolves the next hop and rewrites the
     /// Ethernet header in place.
     pub fn transmit(&self, now: Timestamp, in_iface: usize, frame: &mut [u8], p: &Packet, hop: Hop) -> Forward {
-        self.transmit_gso(now, in_iface, Split::whole(frame), p, hop, None)
+        self.transmit_gso(now, in_iface, Split::whole(frame), p, hop, None, None)
     }
 
     /// Step 4b for a packet that may be a GSO super-packet described by `gso` (`None`: a plain
@@ -426,6 +426,10 @@ impl Router {
     /// framed or held like fragments (`Forward::Frames`, `Forward::Queued`). The frame may come
     /// split ([`Split`]): only its head is rewritten, and `Forward::Transmit`'s range then spans
     /// the head and the tail; the other outcomes are built from the datagram joined.
+    /// `reassembled`: the identification of the fragments the datagram was reassembled from,
+    /// if it was; an IPv6 one over the next link's MTU is then fragmented again with it, as
+    /// Linux does after `nf_defrag_ipv6`, rather than answered "packet too big".
+    #[allow(clippy::too_many_arguments)]
     pub fn transmit_gso(
         &self,
         now: Timestamp,
@@ -434,6 +438,7 @@ impl Router {
         p: &Packet,
         hop: Hop,
         gso: Option<&Gso>,
+        reassembled: Option<u32>,
     ) -> Forward {
         let Some(out) = self.ifaces.get(hop.iface) else { return Forward::Drop(DropReason::UnknownIface) };
         let (l3, end) = (p.l3_offset, p.end);
@@ -453,7 +458,11 @@ impl Router {
         }
         let ip_len = gso.map_or(end - l3, |g| g.segment_ip_len(p));
         let too_big = ip_len > usize::from(out.mtu);
-        if too_big && (p.family == Family::V6 || head.get(l3 + 6).is_some_and(|b| b & 0x40 != 0)) {
+        let df = match p.family {
+            Family::V4 => head.get(l3 + 6).is_some_and(|b| b & 0x40 != 0),
+            Family::V6 => reassembled.is_none(),
+        };
+        if too_big && df {
             let mtu = u32::from(out.mtu);
             return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &joined(&head[l3..held], tail), in_iface);
         }
@@ -483,7 +492,13 @@ impl Router {
             }
         }
         if too_big {
-            return self.fragment(now, out, next_hop, &joined(&head[l3..held], tail));
+            let datagram = joined(&head[l3..held], tail);
+            let pieces = match (p.family, reassembled) {
+                (Family::V6, Some(id)) => proto::build::fragment_v6_to_mtu(&datagram, usize::from(out.mtu), id),
+                _ => proto::build::fragment_to_mtu(&datagram, usize::from(out.mtu)),
+            };
+            let Some(pieces) = pieces else { return Forward::Drop(DropReason::Malformed) };
+            return self.send_pieces(now, out, next_hop, pieces);
         }
         if is_l3(out) {
             return Forward::Transmit { iface: out.id, next_hop, start: l3, end };
@@ -503,15 +518,6 @@ impl Router {
         head[start + 6..start + 12].copy_from_slice(&out.mac);
         head[start + 12..start + 14].copy_from_slice(&et.to_be_bytes());
         Forward::Transmit { iface: out.id, next_hop, start, end }
-    }
-
-    /// An IPv4 datagram without DF (TTL already decremented) over `out`'s MTU: fragmented, then
-    /// framed, or held fragment by fragment while the next hop is resolved.
-    fn fragment(&self, now: Timestamp, out: &Iface, next_hop: [u8; 16], datagram: &[u8]) -> Forward {
-        let Some(frags) = proto::build::fragment_to_mtu(datagram, usize::from(out.mtu)) else {
-            return Forward::Drop(DropReason::Malformed);
-        };
-        self.send_pieces(now, out, next_hop, frags)
     }
 
     /// Datagrams that replace one (its fragments, or the pieces of a super-packet), each fitting

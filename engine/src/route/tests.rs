@@ -390,7 +390,7 @@ fn transmit_split(r: &Router, now: Timestamp, f: &[u8], g: &Gso, split: bool) ->
     let L4::Tcp(tcp) = p.l4 else { panic!("not TCP") };
     let at = if split { p.l4_offset + usize::from(tcp.header_len) } else { f.len() };
     let (mut head, tail) = (f[..at].to_vec(), &f[at..]);
-    let fw = r.transmit_gso(now, 0, Split { head: &mut head, tail }, &p, hop, Some(g));
+    let fw = r.transmit_gso(now, 0, Split { head: &mut head, tail }, &p, hop, Some(g), None);
     (fw, [&head[..], tail].concat())
 }
 
