@@ -7,8 +7,9 @@
 //! reassembled by the worker before the prerouting rules and conntrack see them, as
 //! `nf_defrag_ipv4`/`nf_defrag_ipv6` do in the kernel, and the datagram is sent on fragmented
 //! again where it exceeds the next link's MTU (IPv6 with the fragments' identification); a
-//! fragment that does not complete its datagram counts as `held`. The conntrack table, the rule set (an `ArcSwap`, replaced whole on reload), the registry
-//! and the router (routes behind an `ArcSwap`, the neighbour cache) are shared.
+//! fragment that does not complete its datagram counts as `held`. The conntrack table, the rule
+//! set (an `ArcSwap`, replaced whole on reload), the registry and the router (routes behind an
+//! `ArcSwap`, the neighbour cache) are shared.
 //!
 //! A received frame is borrowed from the ring: it is parsed, filtered at prerouting and tracked
 //! there, a ring batch at a time ([`Conntrack::track_batch`]); a packet that is forwarded is then
@@ -35,8 +36,8 @@
 //!
 //! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
 //! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly
-//! (router and bridge modes), or dropped under one [`DropReason`], so that `rx = forwarded + local + held +
-//! dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
+//! (router and bridge modes), or dropped under one [`DropReason`], so that `rx = forwarded +
+//! local + held + dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
 //! integers), then adds the batch to its own [`WorkerCounters`] (one writer: no locked
 //! instruction, no cache line shared with another worker); `ferroctl stats` sums the workers'
 //! ([`Shared::datapath_stats`]). Datagrams ferrowall originates are counted apart: `originated`,
