@@ -149,7 +149,14 @@ fn tun_mode_filters_what_the_kernel_routes() {
         let (got, out) = tb.ping(target, 3);
         assert_eq!(got, 3, "ping {target}: {out}\n{}", d.log());
         assert!(out.stdout.contains("ttl=62"), "ping {target} did not cross the TUN: {out}");
+        // 3000 bytes: fragments, which ferrowall reassembles to track and filter (the rules drop
+        // what is invalid, as a fragment tracked alone is) and writes back fragmented.
+        let out = tb.exec(&c, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "3000", target]);
+        assert!(out.stdout.contains("2 received"), "ping -s 3000 {target}: {out}\n{}", d.log());
     }
+    let st = ferroctl(&d, "stats").stdout;
+    let held = st.lines().find(|l| l.starts_with("datapath:")).map_or(0, |l| field(l, "held"));
+    assert!(held >= 4, "fragments held for reassembly: {st}");
     let table = ferroctl(&d, "conntrack").stdout;
     assert!(table.lines().any(|l| l.starts_with("icmp ") && l.contains("dst=198.19.3.2")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("icmpv6 ") && l.contains("dst=2001:2:0:5::2")), "{table}");

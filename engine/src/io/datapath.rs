@@ -35,8 +35,8 @@
 //! `gso_malformed`. Counted: `rx_gso` in the datapath counters, `rx_gso`/`tx_gso` per interface.
 //!
 //! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
-//! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly
-//! (router and bridge modes), or dropped under one [`DropReason`], so that `rx = forwarded +
+//! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly,
+//! or dropped under one [`DropReason`], so that `rx = forwarded +
 //! local + held + dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
 //! integers), then adds the batch to its own [`WorkerCounters`] (one writer: no locked
 //! instruction, no cache line shared with another worker); `ferroctl stats` sums the workers'

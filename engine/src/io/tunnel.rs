@@ -6,6 +6,9 @@
 //! none) and brings it up. The kernel's policy routing sends the traffic to be filtered into the
 //! device; each worker reads the datagrams of its queues and runs every one through
 //!
+//! 0. reassembly: fragments are held until their datagram is whole (counted `held`), as
+//!    `nf_defrag_ipv4`/`nf_defrag_ipv6` have the kernel's conntrack see them; the datagram is
+//!    written back fragmented again to the TUN's MTU (IPv6 with the fragments' identification),
 //! 1. the `prerouting` chain (before tracking; `notrack` applies),
 //! 2. connection tracking,
 //! 3. the `forward` chain, with `iifname` = the TUN device and `oifname` = `""` (the kernel picks
@@ -78,7 +81,7 @@
 //! spreads flows over the queues by hash. Readiness is edge-triggered, so a queue is read until it
 //! is empty (in batches, round-robin between queues). Nothing is allocated per packet: a datagram
 //! is read into the queue's buffer pool, tracked and filtered in place and written back from there
-//! (only a `reject` builds an answer). Datapath counters go to the worker's own counters once per
+//! (only a `reject` builds an answer, and reassembly its datagram). Datapath counters go to the worker's own counters once per
 //! batch, each drop under its `DropReason` (`local` stays 0: the router's own traffic never passes
 //! ferrowall), per-queue counters to `shared.ports` and the conntrack sweep runs at every tick. A TUN that disappears (`ip link
 //! del`) is no longer read, with a message; a worker left without TUNs stops (the control plane
@@ -93,7 +96,7 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::Registry;
 use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
-use proto::packet::{self, Packet};
+use proto::packet::{self, Family, Packet};
 
 use super::config::{Config, Interface};
 use super::datapath::{completed, gso_of, DropReason, Shared};
@@ -104,6 +107,7 @@ use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline,
 use super::RunError;
 use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
+use crate::defrag::{Defrag, DefragConfig, Reassembly};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::icmp;
 
@@ -130,7 +134,8 @@ pub(crate) fn start(
     let mut handles = Vec::with_capacity(workers);
     for (i, queues) in sets.into_iter().enumerate() {
         let names = queues.iter().map(|q| q.name().to_owned()).collect();
-        let tunneling = Tunneling { names, dead: vec![false; queues.len()] };
+        let tunneling =
+            Tunneling { names, defrag: Defrag::new(DefragConfig::default()), dead: vec![false; queues.len()] };
         let w = Worker::new(i, queues, shared.clone());
         handles.push(worker::spawn('t', "worker", w, tunneling, stop.clone()));
     }
@@ -199,6 +204,8 @@ fn add_address(index: u32, addr: IpAddr, len: u8) -> io::Result<()> {
 struct Tunneling {
     /// The queues' interface names (`iifname`).
     names: Vec<String>,
+    /// Fragments waiting for the rest of their datagram.
+    defrag: Defrag,
     /// Queues whose device is gone, no longer read.
     dead: Vec<bool>,
 }
@@ -206,6 +213,11 @@ struct Tunneling {
 impl Pipeline for Tunneling {
     type Port = TunQueue;
     const EDGE_TRIGGERED: bool = true;
+
+    /// Reassembly's timeouts.
+    fn tick(&mut self, _: &mut Worker<TunQueue>, now: Timestamp) {
+        self.defrag.expire(now);
+    }
 
     fn serve(&mut self, w: &mut Worker<TunQueue>, registry: &Registry) -> io::Result<Served> {
         let mut served = Served::default();
@@ -248,7 +260,7 @@ impl Tunneling {
                 let rules = shared.rules.load();
                 for f in frames {
                     batch.rx_gso += u64::from(f.flags.contains(RxFlags::GSO));
-                    handle(shared, &rules, stats, now, iif, f.data, f.offload, tx, &mut batch);
+                    handle(shared, &rules, stats, &mut self.defrag, now, iif, f.data, f.offload, tx, &mut batch);
                 }
             })?;
             counters.publish(&batch);
@@ -263,13 +275,16 @@ impl Tunneling {
 }
 
 /// One datagram read from TUN `iif` with its vnet header `offload`, through the rules and
-/// conntrack; what is accepted is written back through `tx` with the same header. Counted in
-/// `batch` as forwarded or dropped under its reason.
+/// conntrack; what is accepted is written back through `tx` with the same header. Fragments are
+/// reassembled first (`defrag`), as `nf_defrag_ipv4`/`nf_defrag_ipv6` have the kernel's
+/// conntrack see them, and the datagram goes back fragmented again if it exceeds the TUN's MTU.
+/// Counted in `batch` as forwarded, held or dropped under its reason.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     shared: &Shared,
     rules: &RuleSet,
     stats: &mut Stats,
+    defrag: &mut Defrag,
     now: Timestamp,
     iif: &str,
     datagram: &[u8],
@@ -282,10 +297,29 @@ fn handle(
         Ok(p) => p,
         Err(e) => return batch.drop(DropReason::unparsable(e, datagram, 0)),
     };
+    let whole;
+    let (datagram, reassembled) = match (p.fragment, defrag.push(now, datagram, &p)) {
+        (Some(frag), Reassembly::Done(d)) => {
+            whole = d;
+            p = match packet::parse_ip(&whole, 0) {
+                Ok(p) => p,
+                Err(e) => return batch.drop(DropReason::unparsable(e, &whole, 0)),
+            };
+            (&whole[..], Some(frag.id))
+        }
+        (_, Reassembly::Held) => {
+            batch.held += 1;
+            return;
+        }
+        (_, Reassembly::Dropped(why)) => return batch.drop(DropReason::reassembly(why)),
+        _ => (datagram, None),
+    };
     if let Err(why) = gso_of(&offload, &p) {
         return batch.drop(why);
     }
-    // A checksum the kernel left partial (the egress finishes it) or verified: not verified again.
+    // A checksum the kernel left partial (the egress finishes it) or verified: not verified again
+    // (a reassembled datagram's is: nothing verified it whole).
+    let offload = if reassembled.is_some() { Offload::NONE } else { offload };
     let partial = offload.csum.is_some();
     p.l4_checksum_verified = partial || offload.data_valid;
     let meta = Meta { iif, oif: "" };
@@ -307,9 +341,32 @@ fn handle(
     // Back unchanged, with its vnet header (a super-packet whole, a partial checksum partial). The
     // port counts what the kernel refuses; a failing device shows up at the next read.
     let offload = Offload { data_valid: false, ..offload };
+    if let Some(id) = reassembled {
+        return write_back_fragmented(iif, datagram, &p, id, tx, batch);
+    }
     match tx.tx(&[TxFrame::new(datagram, offload)]) {
         Ok(1) => batch.forwarded += 1,
         _ => batch.drop(DropReason::TxFailed),
+    }
+}
+
+/// A datagram reassembled from fragments with identification `id`, accepted: written back into
+/// TUN `iif` fragmented again to the device's MTU (IPv6 with that identification, as Linux
+/// sends on what `nf_defrag_ipv6` reassembled; IPv4 with DF whole, for the kernel to answer),
+/// whole if it fits. Read on this rare path only, the MTU follows changes to the device.
+fn write_back_fragmented(iif: &str, datagram: &[u8], p: &Packet, id: u32, tx: &mut dyn Tx, batch: &mut Batch) {
+    let mtu = sys::if_mtu(iif).map_or(1280, |m| m as usize);
+    let pieces = match p.family {
+        _ if datagram.len() <= mtu => None,
+        Family::V4 => proto::build::fragment_to_mtu(datagram, mtu),
+        Family::V6 => proto::build::fragment_v6_to_mtu(datagram, mtu, id),
+    };
+    let pieces = pieces.unwrap_or_else(|| vec![datagram.to_vec()]);
+    let sent = pieces.iter().all(|piece| matches!(tx.tx(&[TxFrame::new(piece, Offload::NONE)]), Ok(1)));
+    if sent {
+        batch.forwarded += 1;
+    } else {
+        batch.drop(DropReason::TxFailed);
     }
 }
 
@@ -405,7 +462,18 @@ chain forward {
         let (mut sink, mut batch, mut stats) = (Sink::default(), Batch::default(), Stats::default());
         let rules = sh.rules.load();
         for d in datagrams {
-            handle(sh, &rules, &mut stats, Timestamp::from_secs(1), "fw0", d, Offload::NONE, &mut sink, &mut batch);
+            handle(
+                sh,
+                &rules,
+                &mut stats,
+                &mut Defrag::new(DefragConfig::default()),
+                Timestamp::from_secs(1),
+                "fw0",
+                d,
+                Offload::NONE,
+                &mut sink,
+                &mut batch,
+            );
         }
         (sink.0, batch)
     }
@@ -438,7 +506,18 @@ chain forward {
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
         let d = PacketBuilder::v4(CLI, SRV).udp(1, 2, b"x");
         let rules = sh.rules.load();
-        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw1", &d, Offload::NONE, &mut sink, &mut batch);
+        handle(
+            &sh,
+            &rules,
+            &mut st,
+            &mut Defrag::new(DefragConfig::default()),
+            Timestamp::from_secs(1),
+            "fw1",
+            &d,
+            Offload::NONE,
+            &mut sink,
+            &mut batch,
+        );
         assert!(sink.0.is_empty() && batch.dropped == 1);
     }
 
@@ -483,13 +562,35 @@ chain forward {
         let offload = Offload { gso: Some(gso), csum: Some(PartialCsum { start: 20, offset: 16 }), data_valid: false };
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
         let rules = sh.rules.load();
-        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &d, offload, &mut sink, &mut batch);
+        handle(
+            &sh,
+            &rules,
+            &mut st,
+            &mut Defrag::new(DefragConfig::default()),
+            Timestamp::from_secs(1),
+            "fw0",
+            &d,
+            offload,
+            &mut sink,
+            &mut batch,
+        );
         assert_eq!((sink.0, sink.1), (vec![d.clone()], vec![offload]), "whole, checksum still partial");
         assert_eq!((batch.forwarded, batch.dropped, sh.ct.len()), (1, 0, 1));
         // A header that does not describe the packet (TCP over IPv6 for an IPv4 packet).
         let wrong = Offload { gso: Some(Gso { kind: GsoKind::Tcp6, ..gso }), ..offload };
         let mut sink = Sink::default();
-        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &d, wrong, &mut sink, &mut batch);
+        handle(
+            &sh,
+            &rules,
+            &mut st,
+            &mut Defrag::new(DefragConfig::default()),
+            Timestamp::from_secs(1),
+            "fw0",
+            &d,
+            wrong,
+            &mut sink,
+            &mut batch,
+        );
         assert!(sink.0.is_empty());
         assert_eq!(batch.drops_of(DropReason::GsoMalformed), 1);
         // A rejected SYN whose checksum the kernel left partial is answered all the same, as
@@ -498,7 +599,18 @@ chain forward {
         syn[36..38].copy_from_slice(&[0x12, 0x34]);
         let partial = Offload { csum: Some(PartialCsum { start: 20, offset: 16 }), ..Offload::NONE };
         let mut sink = Sink::default();
-        handle(&sh, &rules, &mut st, Timestamp::from_secs(1), "fw0", &syn, partial, &mut sink, &mut batch);
+        handle(
+            &sh,
+            &rules,
+            &mut st,
+            &mut Defrag::new(DefragConfig::default()),
+            Timestamp::from_secs(1),
+            "fw0",
+            &syn,
+            partial,
+            &mut sink,
+            &mut batch,
+        );
         assert_eq!(sink.0.len(), 1, "the reset");
         let rst = parse_ip(&sink.0[0], 0).unwrap();
         assert!(matches!(rst.l4, L4::Tcp(t) if t.flags & tcp_flags::RST != 0 && t.ack == 78), "{rst:?}");
