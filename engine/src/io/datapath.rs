@@ -36,9 +36,9 @@
 //!
 //! **Counters** (all three modes). Every received frame ends one way: forwarded, delivered locally
 //! (to ferrowall itself: ARP, neighbour discovery, pings, accepted input), held for reassembly,
-//! or dropped under one [`DropReason`], so that `rx = forwarded +
-//! local + held + dropped` and `dropped` is the sum over the reasons. A worker counts in its batch (plain
-//! integers), then adds the batch to its own [`WorkerCounters`] (one writer: no locked
+//! or dropped under one [`DropReason`], so that `rx = forwarded + local + held + dropped` and
+//! `dropped` is the sum over the reasons. A worker counts in its batch (plain integers), then
+//! adds the batch to its own [`WorkerCounters`] (one writer: no locked
 //! instruction, no cache line shared with another worker); `ferroctl stats` sums the workers'
 //! ([`Shared::datapath_stats`]). Datagrams ferrowall originates are counted apart: `originated`,
 //! or dropped under a reason of their own list.
