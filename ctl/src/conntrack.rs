@@ -497,7 +497,10 @@ fn watch(socket: &Path, args: &EventArgs, as_json: bool) -> Result<(), String> {
             let whole = &d[m.offset..m.offset + m.header.len as usize];
             if let Some(lost) = private::parse_overrun(whole) {
                 if as_json {
-                    println!("{{\"lost\": {lost}}}");
+                    let mut out = stdout.lock();
+                    if writeln!(out, "{{\"lost\": {lost}}}").and_then(|()| out.flush()).is_err() {
+                        return Ok(());
+                    }
                 } else {
                     eprintln!("ferroctl: conntrack events: {lost} events lost: this listener did not keep up");
                 }
@@ -782,7 +785,7 @@ pub(crate) fn main(socket: &Path, cmd: &CtCmd, as_json: bool) -> ExitCode {
         Ok((sock, _portid)) => run(cmd, as_json, &sock),
         Err(e) => Output::fail("", format!("{}: {e}", socket.display())),
     };
-    print!("{}", out.stdout);
+    super::print_out(&out.stdout);
     eprint!("{}", out.stderr);
     ExitCode::from(out.code)
 }

@@ -205,11 +205,19 @@ fn exec(socket: &Path, command: &[OsString]) -> ExitCode {
     ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
 }
 
+/// Writes `text` to standard output. A reader that closed it (`ferroctl conntrack | head`) has
+/// what it wanted: not an error, and no panic as `print!` would have.
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Prints a view of the daemon's state (`ferroctl conntrack`, `ferroctl stats`).
 fn print_view(socket: &Path, what: u8, name: &str) -> ExitCode {
     match show(socket, what) {
         Ok(text) => {
-            print!("{text}");
+            print_out(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,7 +1,8 @@
 //! A reload (`ferroctl reload`, `SIGHUP`) re-reads the configuration and the rule file it names:
 //! it switches to a newly named rule file, refuses a bad configuration with `file:line` and keeps
 //! the running rules, and names every other changed setting (those only a restart applies) instead
-//! of passing over them in silence. A daemon without interfaces: the control plane alone.
+//! of passing over them in silence. A daemon without interfaces: the control plane alone. Also:
+//! `ferroctl`'s output into a pipe already closed.
 
 use std::fs;
 use std::process::Command;
@@ -71,5 +72,27 @@ fn a_reload_applies_what_it_can_and_names_the_rest() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains(&format!("{}:2: ", conf.display())), "{out}");
     assert_eq!(rules_in_force(&d), ["tcp dport 22 counter accept"], "the running rules stay");
+    drop(d);
+}
+
+/// `ferroctl stats | head -0`: a reader that closed the pipe before ferroctl wrote is not an
+/// error (print! would panic on EPIPE). The read end is closed as soon as ferroctl starts, before
+/// it has connected to the daemon and written.
+#[test]
+fn a_closed_standard_output_is_not_an_error() {
+    let d = Daemon::start("ferrowall-epipe-", Some(CONFIG), &[("a.rules", RULES_A)]);
+    for what in ["stats", "conntrack"] {
+        let mut child = Command::new(&bins().ferroctl)
+            .args([what, "--socket"])
+            .arg(&d.socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ferroctl");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("ferroctl's end");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.is_empty(), "ferroctl {what}: {:?}: {stderr}", out.status);
+    }
     drop(d);
 }
