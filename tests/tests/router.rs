@@ -108,7 +108,8 @@ fn router_mode_forwards_filters_and_answers() {
 /// Fragments are tracked and filtered as their whole datagram, as the kernel's `nf_defrag_ipv4` /
 /// `nf_defrag_ipv6` have its conntrack see them, and sent on fragmented again: with one worker
 /// (no fanout group, so the kernel reassembles nothing before ferrowall sees it) and with two
-/// (the fanout group reassembles IPv4 only). Echoes of 3000 bytes in both directions, under rules
+/// (the fanout group reassembles IPv4 only). Echoes of 3000 bytes in both directions, through the
+/// router and to it, under rules
 /// that drop what conntrack finds invalid (a fragment tracked alone is: truncated, or a checksum
 /// over part of a datagram).
 #[test]
@@ -118,7 +119,8 @@ fn fragments_are_tracked_as_their_whole_datagram() {
     for workers in [1, 2] {
         let config = CONFIG.replace("workers = 2", &format!("workers = {workers}"));
         let d = Daemon::start_in(Some(&tb.m), "ferrowall-frag-", Some(&config), &[("fw.rules", RULES)]);
-        for target in ["198.19.1.2", "2001:2:0:2::2"] {
+        // Through the router, and to it (its answer, over the MTU, goes out fragmented).
+        for target in ["198.19.1.2", "2001:2:0:2::2", "198.18.1.1", "2001:2:0:1::1"] {
             let out = tb.exec(&c, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", target]);
             assert!(
                 out.stdout.contains("3 received"),
@@ -132,6 +134,7 @@ fn fragments_are_tracked_as_their_whole_datagram() {
         // IPv6's fragments at least were held here, whatever the kernel did with IPv4's.
         assert!(field(&dp, "held") >= 6, "{workers} worker(s): {st}");
         assert_eq!(field(&dp, "dropped"), 0, "{workers} worker(s): {st}");
+        assert_eq!(field(&dp, "originate_dropped"), 0, "{workers} worker(s): {st}");
         let table = ferroctl(&d, "conntrack").stdout;
         assert!(table.contains("icmp     1 ") && table.contains("icmpv6   58 "), "{table}");
         drop(d);

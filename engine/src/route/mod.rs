@@ -47,6 +47,7 @@ pub mod table;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -272,6 +273,8 @@ pub struct Router {
     routes: ArcSwap<Routes>,
     neighbours: Neighbours,
     limiter: Mutex<IcmpLimiter>,
+    /// The identification of the next IPv6 datagram we fragment (from a random start, RFC 7739).
+    v6_frag_id: AtomicU32,
 }
 
 fn is_l3(iface: &Iface) -> bool {
@@ -292,7 +295,15 @@ impl Router {
         }
         let routes = Routes::new(&ifaces, statics).map_err(RouterError::Routes)?;
         let routes = ArcSwap::from_pointee(routes);
-        Ok(Router { ifaces, routes, neighbours: Neighbours::new(neigh), limiter: Mutex::new(IcmpLimiter::new(limits)) })
+        let start = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
+        let v6_frag_id = AtomicU32::new(start as u32);
+        Ok(Router {
+            ifaces,
+            routes,
+            neighbours: Neighbours::new(neigh),
+            limiter: Mutex::new(IcmpLimiter::new(limits)),
+            v6_frag_id,
+        })
     }
 
     /// The interfaces, indexed by id.
@@ -616,7 +627,28 @@ impl Router {
         let out = self.ifaces.get(hop.iface).ok_or(DropReason::UnknownIface)?;
         let d = &datagram[..p.end];
         if d.len() > usize::from(out.mtu) {
-            return Err(DropReason::TooBig);
+            // Ours and over the link's MTU (an answer to a large echo request): a host fragments
+            // what it sends, IPv4 unless DF is set, IPv6 at the source (RFC 8200, 4.5), as Linux
+            // answers such a ping.
+            let mtu = usize::from(out.mtu);
+            let pieces = match p.family {
+                Family::V4 => proto::build::fragment_to_mtu(d, mtu),
+                Family::V6 => {
+                    let id = self.v6_frag_id.fetch_add(1, Ordering::Relaxed);
+                    proto::build::fragment_v6_to_mtu(d, mtu, id)
+                }
+            };
+            let pieces = pieces.ok_or(DropReason::TooBig)?;
+            return match self.send_pieces(now, out, hop.next_hop, pieces) {
+                Forward::Frames { iface, frames } => {
+                    Ok(frames.into_iter().map(|frame| Frame { iface, frame }).collect())
+                }
+                Forward::Queued { iface, request } => {
+                    Ok(request.into_iter().map(|frame| Frame { iface, frame }).collect())
+                }
+                Forward::Drop(why) => Err(why),
+                _ => Err(DropReason::Malformed),
+            };
         }
         if is_l3(out) {
             return Ok(vec![Frame { iface: out.id, frame: d.to_vec() }]);
