@@ -369,6 +369,16 @@ pub fn ferroctl(d: &Daemon, what: &str) -> Out {
     out
 }
 
+/// The rules of the rule set in force that have a counter (`ferroctl stats` lists those), as
+/// written, without their counters.
+pub fn rules_in_force(d: &Daemon) -> Vec<String> {
+    ferroctl(d, "stats")
+        .stdout
+        .lines()
+        .filter_map(|l| Some(l.strip_prefix("rule ")?.split_once(" # ")?.1.to_owned()))
+        .collect()
+}
+
 /// The timeout left of the UDP flow to `port` in the daemon's table, if there is one.
 pub fn udp_timeout(d: &Daemon, port: u16) -> Option<u64> {
     ferroctl(d, "conntrack")

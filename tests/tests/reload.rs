@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Command;
 
 use ferrowall_tests::daemon::{bins, run, Daemon, Out};
-use ferrowall_tests::testbed_ns::{ferroctl, LIMIT};
+use ferrowall_tests::testbed_ns::{ferroctl, rules_in_force, LIMIT};
 
 const CONFIG: &str = "rules = a.rules\nmax_connections = 1000\ntimeout = dns inet udp unreplied 7 replied 8\n";
 // `counter` makes `ferroctl stats` list the rules.
@@ -17,15 +17,6 @@ const RULES_B: &str = "chain forward {\n  policy drop\n  tcp dport 22 counter ac
 
 fn reload(d: &Daemon) -> Out {
     run(Command::new(&bins().ferroctl).args(["reload", "--socket"]).arg(&d.socket), LIMIT)
-}
-
-/// The rules `ferroctl stats` lists (those with a counter), without their counters.
-fn rules_in_force(d: &Daemon) -> Vec<String> {
-    ferroctl(d, "stats")
-        .stdout
-        .lines()
-        .filter_map(|l| Some(l.strip_prefix("rule ")?.split_once(" # ")?.1.to_owned()))
-        .collect()
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ferrowall_tests::clock;
 use ferrowall_tests::daemon::Daemon;
-use ferrowall_tests::testbed_ns::{ferroctl, random_file, sha256, wait_for_bytes, PacedServer, Testbed};
+use ferrowall_tests::testbed_ns::{
+    ferroctl, random_file, rules_in_force, sha256, wait_for_bytes, PacedServer, Testbed,
+};
 
 /// `nfct timeout list` and the TCP and UDP defaults, as the real nfct prints them.
 fn settings(d: &Daemon) -> String {
@@ -25,16 +27,6 @@ fn settings(d: &Daemon) -> String {
         text.push_str(&out.stdout);
     }
     text
-}
-
-/// The rule lines `ferroctl stats` shows (the rule set in force: its rules with a counter),
-/// without their counters.
-fn rules_in_force(d: &Daemon) -> Vec<String> {
-    ferroctl(d, "stats")
-        .stdout
-        .lines()
-        .filter_map(|l| Some(l.strip_prefix("rule ")?.split_once(" # ")?.1.to_owned()))
-        .collect()
 }
 
 // `counter` makes `ferroctl stats` list the rules.

@@ -458,22 +458,27 @@ chain forward {
     }
 
     /// Runs `datagrams` through the pipeline as read from `fw0`; what was written back.
+    /// [`handle`] at 1 s, with a reassembly of its own (nothing held).
+    #[allow(clippy::too_many_arguments)]
+    fn handle_at(
+        sh: &Shared,
+        rules: &RuleSet,
+        st: &mut Stats,
+        iif: &str,
+        d: &[u8],
+        offload: Offload,
+        tx: &mut dyn Tx,
+        batch: &mut Batch,
+    ) {
+        let mut defrag = Defrag::new(DefragConfig::default());
+        handle(sh, rules, st, &mut defrag, Timestamp::from_secs(1), iif, d, offload, tx, batch);
+    }
+
     fn feed(sh: &Shared, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Batch) {
         let (mut sink, mut batch, mut stats) = (Sink::default(), Batch::default(), Stats::default());
         let rules = sh.rules.load();
         for d in datagrams {
-            handle(
-                sh,
-                &rules,
-                &mut stats,
-                &mut Defrag::new(DefragConfig::default()),
-                Timestamp::from_secs(1),
-                "fw0",
-                d,
-                Offload::NONE,
-                &mut sink,
-                &mut batch,
-            );
+            handle_at(sh, &rules, &mut stats, "fw0", d, Offload::NONE, &mut sink, &mut batch);
         }
         (sink.0, batch)
     }
@@ -506,18 +511,7 @@ chain forward {
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
         let d = PacketBuilder::v4(CLI, SRV).udp(1, 2, b"x");
         let rules = sh.rules.load();
-        handle(
-            &sh,
-            &rules,
-            &mut st,
-            &mut Defrag::new(DefragConfig::default()),
-            Timestamp::from_secs(1),
-            "fw1",
-            &d,
-            Offload::NONE,
-            &mut sink,
-            &mut batch,
-        );
+        handle_at(&sh, &rules, &mut st, "fw1", &d, Offload::NONE, &mut sink, &mut batch);
         assert!(sink.0.is_empty() && batch.dropped == 1);
     }
 
@@ -562,35 +556,13 @@ chain forward {
         let offload = Offload { gso: Some(gso), csum: Some(PartialCsum { start: 20, offset: 16 }), data_valid: false };
         let (mut sink, mut batch, mut st) = (Sink::default(), Batch::default(), Stats::default());
         let rules = sh.rules.load();
-        handle(
-            &sh,
-            &rules,
-            &mut st,
-            &mut Defrag::new(DefragConfig::default()),
-            Timestamp::from_secs(1),
-            "fw0",
-            &d,
-            offload,
-            &mut sink,
-            &mut batch,
-        );
+        handle_at(&sh, &rules, &mut st, "fw0", &d, offload, &mut sink, &mut batch);
         assert_eq!((sink.0, sink.1), (vec![d.clone()], vec![offload]), "whole, checksum still partial");
         assert_eq!((batch.forwarded, batch.dropped, sh.ct.len()), (1, 0, 1));
         // A header that does not describe the packet (TCP over IPv6 for an IPv4 packet).
         let wrong = Offload { gso: Some(Gso { kind: GsoKind::Tcp6, ..gso }), ..offload };
         let mut sink = Sink::default();
-        handle(
-            &sh,
-            &rules,
-            &mut st,
-            &mut Defrag::new(DefragConfig::default()),
-            Timestamp::from_secs(1),
-            "fw0",
-            &d,
-            wrong,
-            &mut sink,
-            &mut batch,
-        );
+        handle_at(&sh, &rules, &mut st, "fw0", &d, wrong, &mut sink, &mut batch);
         assert!(sink.0.is_empty());
         assert_eq!(batch.drops_of(DropReason::GsoMalformed), 1);
         // A rejected SYN whose checksum the kernel left partial is answered all the same, as
@@ -599,18 +571,7 @@ chain forward {
         syn[36..38].copy_from_slice(&[0x12, 0x34]);
         let partial = Offload { csum: Some(PartialCsum { start: 20, offset: 16 }), ..Offload::NONE };
         let mut sink = Sink::default();
-        handle(
-            &sh,
-            &rules,
-            &mut st,
-            &mut Defrag::new(DefragConfig::default()),
-            Timestamp::from_secs(1),
-            "fw0",
-            &syn,
-            partial,
-            &mut sink,
-            &mut batch,
-        );
+        handle_at(&sh, &rules, &mut st, "fw0", &syn, partial, &mut sink, &mut batch);
         assert_eq!(sink.0.len(), 1, "the reset");
         let rst = parse_ip(&sink.0[0], 0).unwrap();
         assert!(matches!(rst.l4, L4::Tcp(t) if t.flags & tcp_flags::RST != 0 && t.ack == 78), "{rst:?}");
