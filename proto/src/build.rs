@@ -437,13 +437,24 @@ pub fn fragment_to_mtu(datagram: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-/// Splits an IPv6 datagram that was reassembled from fragments with identification `id` into
-/// fragments for a link of `mtu` bytes, with that identification again: what Linux does with a
-/// datagram its conntrack reassembled (`nf_defrag_ipv6`) on the way out, where a router would
-/// otherwise answer "packet too big". The fragment header goes after the hop-by-hop, routing and
-/// destination-options headers. `None` when the datagram is malformed or `mtu` leaves no room
-/// for 8 data bytes.
-pub fn fragment_v6_to_mtu(datagram: &[u8], mtu: usize, id: u32) -> Option<Vec<Vec<u8>>> {
+/// Fragments of an IP datagram for a link of `mtu` bytes: IPv4 as [`fragment_to_mtu`] cuts it;
+/// IPv6 with identification `v6_id`, which only a datagram that may be fragmented has — its
+/// source's own, or one reassembled from fragments (`nf_defrag_ipv6`), fragmented again with
+/// their identification, where a router would otherwise answer "packet too big" — so `None` for
+/// an IPv6 datagram over the MTU without one. The datagram itself (one piece) when it fits.
+pub fn fragment_ip_to_mtu(datagram: &[u8], mtu: usize, v6_id: Option<u32>) -> Option<Vec<Vec<u8>>> {
+    match datagram.first()? >> 4 {
+        4 => fragment_to_mtu(datagram, mtu),
+        6 if datagram.len() <= mtu => Some(vec![datagram.to_vec()]),
+        6 => fragment_v6_to_mtu(datagram, mtu, v6_id?),
+        _ => None,
+    }
+}
+
+/// An IPv6 datagram's fragments for a link of `mtu` bytes, with identification `id`: the
+/// fragment header goes after the hop-by-hop, routing and destination-options headers. `None`
+/// when the datagram is malformed or `mtu` leaves no room for 8 data bytes.
+fn fragment_v6_to_mtu(datagram: &[u8], mtu: usize, id: u32) -> Option<Vec<Vec<u8>>> {
     // The unfragmentable part: the IPv6 header and the extension headers before a fragment header.
     let mut next = *datagram.get(6)?;
     let mut at = 40;

@@ -95,14 +95,16 @@ use proto::packet::{ethertype, parse_ip, Family, Packet};
 
 use super::afpacket::AfPacket;
 use super::config::Config;
-use super::datapath::{complete_checksum, completed, gso_of, gso_offload, link_info, DropReason, Shared};
+use super::datapath::{
+    complete_checksum, completed, gso_of, gso_offload, link_info, reassemble, Defragged, DropReason, Shared,
+};
 use super::port::{Frame, Offload, Port, RxFlags, TxFrame};
 use super::worker::{self, destination, forward_verdict, Batch, Pipeline, Served, Worker, RX_BATCH};
 use super::RunError;
 use crate::bridge::{is_valid_source, Egress, FdbConfig, Mac, MacTable};
 use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
-use crate::defrag::{Defrag, DefragConfig, Reassembly};
+use crate::defrag::{Defrag, DefragConfig};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::gso::Gso;
 use crate::route::icmp;
@@ -250,33 +252,21 @@ impl Cx<'_> {
             Err(e) => return batch.drop(DropReason::unparsable(e, data, ETH)),
         };
         // Fragments are tracked and filtered as their whole datagram, as `nf_defrag` does it.
-        let mut reassembled = None;
-        if let Some(frag) = p.fragment {
-            match self.defrag.push(self.now, data, &p) {
-                Reassembly::Whole => {}
-                Reassembly::Held => {
-                    batch.held += 1;
-                    return;
-                }
-                Reassembly::Dropped(why) => return batch.drop(DropReason::reassembly(why)),
-                Reassembly::Done(datagram) => {
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(&data[..ETH]);
-                    self.scratch.extend_from_slice(&datagram);
-                    match parse_ip(self.scratch, ETH) {
-                        Ok(whole) => p = whole,
-                        Err(e) => return batch.drop(DropReason::unparsable(e, self.scratch, ETH)),
-                    }
-                    reassembled = Some(frag.id);
-                }
-            }
+        let whole = match reassemble(self.defrag, self.now, data, &p, batch) {
+            Defragged::Packet => None,
+            Defragged::Whole(w) => Some(w),
+            Defragged::Consumed => return,
+        };
+        if let Some(w) = &whole {
+            p = w.p;
         }
+        let reassembled = whole.as_ref().map(|w| w.id);
         let gso = match gso_of(&f.offload, &p) {
             Ok(g) => g,
             Err(why) => return batch.drop(why),
         };
-        let frame: &[u8] = if reassembled.is_some() {
-            &self.scratch[..]
+        let frame: &[u8] = if let Some(w) = &whole {
+            &w.frame
         } else if f.flags.contains(RxFlags::CSUM_NOT_READY) && gso.is_none() {
             self.scratch.clear();
             self.scratch.extend_from_slice(data);
@@ -388,12 +378,9 @@ impl Cx<'_> {
             Some((_, Some(_), _)) => Err(DropReason::TxFailed),
             Some((p, None, frag_id)) if p.end - p.l3_offset > mtu => {
                 let datagram = &frame[p.l3_offset..p.end];
-                let pieces = match (p.family, frag_id) {
-                    (Family::V4, _) => proto::build::fragment_to_mtu(datagram, mtu),
-                    (Family::V6, Some(id)) => proto::build::fragment_v6_to_mtu(datagram, mtu, id),
-                    (Family::V6, None) => None,
+                let Some(pieces) = proto::build::fragment_ip_to_mtu(datagram, mtu, frag_id) else {
+                    return Err(DropReason::TooBig);
                 };
-                let Some(pieces) = pieces else { return Err(DropReason::TooBig) };
                 let mut f = Vec::with_capacity(ETH + mtu);
                 let mut sent = true;
                 for piece in pieces {
@@ -457,6 +444,7 @@ mod tests {
     use super::super::port::Vlan;
     use super::*;
     use crate::conntrack::{Config as CtConfig, Conntrack};
+    use crate::defrag::Reassembly;
     use crate::timeouts::Registry;
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0x0a];

@@ -676,7 +676,7 @@ impl Routing {
                         ip.push((f.data, p));
                         meta.push((f, gso, notrack));
                     }
-                    Received::Reassembled(whole) => {
+                    Received::Reassembled(whole, notrack) => {
                         // In order: the packets before it first, then the datagram, alone.
                         cx.track_and_handle(stats, scratch, &ip, &meta, &mut out, &mut batch, &mut originate_later);
                         ip.clear();
@@ -689,7 +689,7 @@ impl Routing {
                             timestamp_ns: f.timestamp_ns,
                             offload: Offload::NONE,
                         };
-                        let t = if whole.notrack {
+                        let t = if notrack {
                             Tracked::untracked()
                         } else {
                             shared.ct.track(now, &whole.frame, &whole.p, stats)
@@ -826,24 +826,70 @@ fn reject_answer(
     }
 }
 
+/// A datagram reassembled from fragments: its frame (the completing fragment's bytes before
+/// the IP header, then the datagram), the packet parsed from it, and the fragments'
+/// identification (to fragment it again where it exceeds a link's MTU).
+pub(super) struct Whole {
+    pub frame: Vec<u8>,
+    pub p: Packet,
+    pub id: u32,
+}
+
+/// What reassembly made of a received packet.
+pub(super) enum Defragged {
+    /// Not a fragment (or one to pass on as it is): the packet itself.
+    Packet,
+    /// The datagram this fragment completed.
+    Whole(Whole),
+    /// Held until the rest of its datagram comes, or dropped: counted in the batch.
+    Consumed,
+}
+
+/// Reassembly, the same in every mode: fragments are tracked and filtered as their whole
+/// datagram, as `nf_defrag_ipv4`/`nf_defrag_ipv6` have the kernel's conntrack see them. `p` is
+/// parsed from `frame`; a held fragment counts as `held`, a dropped one under its reason.
+pub(super) fn reassemble(
+    defrag: &mut Defrag,
+    now: Timestamp,
+    frame: &[u8],
+    p: &Packet,
+    batch: &mut Batch,
+) -> Defragged {
+    let Some(frag) = p.fragment else { return Defragged::Packet };
+    match defrag.push(now, frame, p) {
+        Reassembly::Whole => Defragged::Packet,
+        Reassembly::Held => {
+            batch.held += 1;
+            Defragged::Consumed
+        }
+        Reassembly::Dropped(why) => {
+            batch.drop(DropReason::reassembly(why));
+            Defragged::Consumed
+        }
+        Reassembly::Done(datagram) => {
+            let mut whole = Vec::with_capacity(p.l3_offset + datagram.len());
+            whole.extend_from_slice(&frame[..p.l3_offset]);
+            whole.extend_from_slice(&datagram);
+            match packet::parse_ip(&whole, p.l3_offset) {
+                Ok(p) => Defragged::Whole(Whole { frame: whole, p, id: frag.id }),
+                Err(e) => {
+                    batch.drop(DropReason::unparsable(e, &whole, p.l3_offset));
+                    Defragged::Consumed
+                }
+            }
+        }
+    }
+}
+
 /// What [`receive`] made of a frame.
 enum Received {
     /// An IP packet to track, with its GSO description and whether `notrack` applies.
     Packet(Packet, Option<Gso>, bool),
-    /// A datagram its last fragment completed, to track and handle alone.
-    Reassembled(Whole),
+    /// A datagram its last fragment completed, to track and handle alone, and whether `notrack`
+    /// applies.
+    Reassembled(Whole, bool),
     /// Consumed (ARP, neighbour discovery), held for reassembly or dropped; counted.
     Done,
-}
-
-/// A datagram reassembled from fragments: framed (the last fragment's Ethernet header, then
-/// the datagram), parsed, and the fragments' identification (to fragment it again on a link
-/// whose MTU it exceeds).
-struct Whole {
-    frame: Vec<u8>,
-    p: Packet,
-    id: u32,
-    notrack: bool,
 }
 
 /// The receive step of a frame from port `at`: the router's (ARP and neighbour discovery are
@@ -878,55 +924,41 @@ fn receive(
             return Received::Done;
         }
     };
-    if let Some(frag) = p.fragment {
-        match defrag.push(now, frame, &p) {
-            Reassembly::Whole => {}
-            Reassembly::Held => {
-                batch.held += 1;
-                return Received::Done;
-            }
-            Reassembly::Dropped(why) => {
-                batch.drop(DropReason::reassembly(why));
-                return Received::Done;
-            }
-            Reassembly::Done(datagram) => {
-                let mut whole = Vec::with_capacity(p.l3_offset + datagram.len());
-                whole.extend_from_slice(&frame[..p.l3_offset]);
-                whole.extend_from_slice(&datagram);
-                let p = match packet::parse_ip(&whole, p.l3_offset) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        batch.drop(DropReason::unparsable(e, &whole, p.l3_offset));
-                        return Received::Done;
-                    }
-                };
-                // Its checksum is verified by conntrack: nothing verified the datagram whole.
-                let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
-                if !matches!(pre.verdict, Verdict::Accept) {
-                    batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
-                    return Received::Done;
-                }
-                return Received::Reassembled(Whole { frame: whole, p, id: frag.id, notrack: pre.notrack });
-            }
-        }
-    }
-    let gso = match gso_of(&f.offload, &p) {
-        Ok(g) => g,
-        Err(why) => {
-            batch.drop(why);
-            return Received::Done;
-        }
+    let whole = match reassemble(defrag, now, frame, &p, batch) {
+        Defragged::Packet => None,
+        Defragged::Whole(w) => Some(w),
+        Defragged::Consumed => return Received::Done,
     };
-    // A checksum the kernel verified, one it left for us to complete (done in the copy that is
-    // forwarded), or a super-frame's, left to the egress, is not verified by conntrack, as the
-    // kernel's own conntrack skips CHECKSUM_UNNECESSARY and CHECKSUM_PARTIAL packets.
-    p.l4_checksum_verified = flags.contains(RxFlags::CSUM_VALID) || flags.contains(RxFlags::CSUM_NOT_READY);
+    let gso = match whole {
+        Some(ref w) => {
+            // Conntrack verifies its checksum: nothing verified the datagram whole.
+            p = w.p;
+            None
+        }
+        None => match gso_of(&f.offload, &p) {
+            Ok(g) => {
+                // A checksum the kernel verified, one it left for us to complete (done in the
+                // copy that is forwarded), or a super-frame's, left to the egress, is not
+                // verified by conntrack, as the kernel's own conntrack skips
+                // CHECKSUM_UNNECESSARY and CHECKSUM_PARTIAL packets.
+                p.l4_checksum_verified = flags.contains(RxFlags::CSUM_VALID) || flags.contains(RxFlags::CSUM_NOT_READY);
+                g
+            }
+            Err(why) => {
+                batch.drop(why);
+                return Received::Done;
+            }
+        },
+    };
     let pre = rules.eval(Hook::Prerouting, &Meta { iif, oif: "" }, &p, CtState::Untracked);
     if !matches!(pre.verdict, Verdict::Accept) {
         batch.drop(DropReason::rules(Hook::Prerouting, pre.verdict, None));
         return Received::Done;
     }
-    Received::Packet(p, gso, pre.notrack)
+    match whole {
+        Some(w) => Received::Reassembled(w, pre.notrack),
+        None => Received::Packet(p, gso, pre.notrack),
+    }
 }
 
 /// What every packet of a received batch shares.

@@ -96,10 +96,10 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::Registry;
 use proto::netlink::{flags, msg_type, MessageBuilder, Messages};
-use proto::packet::{self, Family, Packet};
+use proto::packet::{self, Packet};
 
 use super::config::{Config, Interface};
-use super::datapath::{completed, gso_of, DropReason, Shared};
+use super::datapath::{completed, gso_of, reassemble, Defragged, DropReason, Shared};
 use super::port::{Offload, Port, PortError, RxFlags, Tx, TxFrame};
 use super::sys;
 use super::tun::{Tun, TunQueue};
@@ -107,7 +107,7 @@ use super::worker::{self, destination, forward_verdict, passes, Batch, Pipeline,
 use super::RunError;
 use crate::clock::Timestamp;
 use crate::conntrack::{CtState, Stats, Tracked};
-use crate::defrag::{Defrag, DefragConfig, Reassembly};
+use crate::defrag::{Defrag, DefragConfig};
 use crate::filter::{Hook, Meta, Reject, RuleSet, Verdict};
 use crate::route::icmp;
 
@@ -297,22 +297,17 @@ fn handle(
         Ok(p) => p,
         Err(e) => return batch.drop(DropReason::unparsable(e, datagram, 0)),
     };
-    let whole;
-    let (datagram, reassembled) = match (p.fragment, defrag.push(now, datagram, &p)) {
-        (Some(frag), Reassembly::Done(d)) => {
-            whole = d;
-            p = match packet::parse_ip(&whole, 0) {
-                Ok(p) => p,
-                Err(e) => return batch.drop(DropReason::unparsable(e, &whole, 0)),
-            };
-            (&whole[..], Some(frag.id))
+    let whole = match reassemble(defrag, now, datagram, &p, batch) {
+        Defragged::Packet => None,
+        Defragged::Whole(w) => Some(w),
+        Defragged::Consumed => return,
+    };
+    let (datagram, reassembled) = match &whole {
+        Some(w) => {
+            p = w.p;
+            (&w.frame[..], Some(w.id))
         }
-        (_, Reassembly::Held) => {
-            batch.held += 1;
-            return;
-        }
-        (_, Reassembly::Dropped(why)) => return batch.drop(DropReason::reassembly(why)),
-        _ => (datagram, None),
+        None => (datagram, None),
     };
     if let Err(why) = gso_of(&offload, &p) {
         return batch.drop(why);
@@ -342,7 +337,7 @@ fn handle(
     // port counts what the kernel refuses; a failing device shows up at the next read.
     let offload = Offload { data_valid: false, ..offload };
     if let Some(id) = reassembled {
-        return write_back_fragmented(iif, datagram, &p, id, tx, batch);
+        return write_back_fragmented(iif, datagram, id, tx, batch);
     }
     match tx.tx(&[TxFrame::new(datagram, offload)]) {
         Ok(1) => batch.forwarded += 1,
@@ -354,14 +349,9 @@ fn handle(
 /// TUN `iif` fragmented again to the device's MTU (IPv6 with that identification, as Linux
 /// sends on what `nf_defrag_ipv6` reassembled; IPv4 with DF whole, for the kernel to answer),
 /// whole if it fits. Read on this rare path only, the MTU follows changes to the device.
-fn write_back_fragmented(iif: &str, datagram: &[u8], p: &Packet, id: u32, tx: &mut dyn Tx, batch: &mut Batch) {
+fn write_back_fragmented(iif: &str, datagram: &[u8], id: u32, tx: &mut dyn Tx, batch: &mut Batch) {
     let mtu = sys::if_mtu(iif).map_or(1280, |m| m as usize);
-    let pieces = match p.family {
-        _ if datagram.len() <= mtu => None,
-        Family::V4 => proto::build::fragment_to_mtu(datagram, mtu),
-        Family::V6 => proto::build::fragment_v6_to_mtu(datagram, mtu, id),
-    };
-    let pieces = pieces.unwrap_or_else(|| vec![datagram.to_vec()]);
+    let pieces = proto::build::fragment_ip_to_mtu(datagram, mtu, Some(id)).unwrap_or_else(|| vec![datagram.to_vec()]);
     let sent = pieces.iter().all(|piece| matches!(tx.tx(&[TxFrame::new(piece, Offload::NONE)]), Ok(1)));
     if sent {
         batch.forwarded += 1;

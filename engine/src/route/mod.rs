@@ -469,11 +469,12 @@ impl Router {
         }
         let ip_len = gso.map_or(end - l3, |g| g.segment_ip_len(p));
         let too_big = ip_len > usize::from(out.mtu);
-        let df = match p.family {
+        // IPv4 with DF, and IPv6 unless it came as fragments: a router does not fragment them.
+        let unfragmentable = match p.family {
             Family::V4 => head.get(l3 + 6).is_some_and(|b| b & 0x40 != 0),
             Family::V6 => reassembled.is_none(),
         };
-        if too_big && df {
+        if too_big && unfragmentable {
             let mtu = u32::from(out.mtu);
             return self.error_or_drop(now, IcmpKind::TooBig { mtu }, &joined(&head[l3..held], tail), in_iface);
         }
@@ -504,11 +505,10 @@ impl Router {
         }
         if too_big {
             let datagram = joined(&head[l3..held], tail);
-            let pieces = match (p.family, reassembled) {
-                (Family::V6, Some(id)) => proto::build::fragment_v6_to_mtu(&datagram, usize::from(out.mtu), id),
-                _ => proto::build::fragment_to_mtu(&datagram, usize::from(out.mtu)),
+            let mtu = usize::from(out.mtu);
+            let Some(pieces) = proto::build::fragment_ip_to_mtu(&datagram, mtu, reassembled) else {
+                return Forward::Drop(DropReason::Malformed);
             };
-            let Some(pieces) = pieces else { return Forward::Drop(DropReason::Malformed) };
             return self.send_pieces(now, out, next_hop, pieces);
         }
         if is_l3(out) {
@@ -630,15 +630,8 @@ impl Router {
             // Ours and over the link's MTU (an answer to a large echo request): a host fragments
             // what it sends, IPv4 unless DF is set, IPv6 at the source (RFC 8200, 4.5), as Linux
             // answers such a ping.
-            let mtu = usize::from(out.mtu);
-            let pieces = match p.family {
-                Family::V4 => proto::build::fragment_to_mtu(d, mtu),
-                Family::V6 => {
-                    let id = self.v6_frag_id.fetch_add(1, Ordering::Relaxed);
-                    proto::build::fragment_v6_to_mtu(d, mtu, id)
-                }
-            };
-            let pieces = pieces.ok_or(DropReason::TooBig)?;
+            let id = (p.family == Family::V6).then(|| self.v6_frag_id.fetch_add(1, Ordering::Relaxed));
+            let pieces = proto::build::fragment_ip_to_mtu(d, usize::from(out.mtu), id).ok_or(DropReason::TooBig)?;
             return match self.send_pieces(now, out, hop.next_hop, pieces) {
                 Forward::Frames { iface, frames } => {
                     Ok(frames.into_iter().map(|frame| Frame { iface, frame }).collect())
