@@ -21,8 +21,10 @@
 //! * at the end of the round the late reader gets its whole dump, every connection is closed, and
 //!   the daemon's descriptors and threads are back to what they were.
 //!
-//! The daemon's `VmRSS` (from `/proc/PID/status`) after the warm-up round and after the measured
-//! rounds may differ by at most [`RSS_GROWTH_LIMIT_KIB`], and its peak (`VmHWM`) may exceed its
+//! The daemon's `VmRSS` (from `/proc/PID/status`) after the measured rounds may exceed the most
+//! it held during the warm-up round (its `VmHWM` then: the allocator hands memory back at moments
+//! of its own, so the RSS sampled just after a round varies by megabytes, 19–24 MiB in five runs of
+//! the same binary) by at most [`RSS_GROWTH_LIMIT_KIB`], and its peak (`VmHWM`) may exceed its
 //! RSS before the abuse by at most [`RSS_PEAK_LIMIT_KIB`]. At the end `nfct timeout list` (through
 //! `ferroctl exec`) lists the 300 policies and the log names the reason of every drop.
 //!
@@ -65,7 +67,8 @@ const CONCURRENT: usize = 200;
 const IDLE: usize = 50;
 /// Random datagrams per round.
 const RANDOM: usize = 100;
-/// Allowed growth of the daemon's RSS over the measured rounds.
+/// Allowed growth of the daemon's RSS over the measured rounds, above the most it held during
+/// the warm-up round.
 const RSS_GROWTH_LIMIT_KIB: u64 = 4096;
 /// Allowed peak RSS above the daemon's before the abuse: one flooding client's queue
 /// (`control_socket::QUEUE_LIMIT`, 8 MiB) and as much again for everything else.
@@ -619,13 +622,14 @@ fn abusive_clients_are_contained() {
     let fail = |r: usize, e: String| -> Round { panic!("round {r}: {e}\n(daemon log:\n{})", d.log()) };
     let warmup = round(&d, &model, 0, fds, threads).unwrap_or_else(|e| fail(0, e));
     let rss_after_warmup = status_field(pid, "VmRSS:");
+    let peak_after_warmup = status_field(pid, "VmHWM:");
     let rounds: Vec<Round> =
         (1..=ROUNDS).map(|r| round(&d, &model, r, fds, threads).unwrap_or_else(|e| fail(r, e))).collect();
     let rss_end = status_field(pid, "VmRSS:");
     let rss_peak = status_field(pid, "VmHWM:");
     let all: Vec<&Round> = std::iter::once(&warmup).chain(&rounds).collect();
     eprintln!(
-        "abusive clients: VmRSS {rss_start} KiB with the policies, {rss_after_warmup} KiB after the warm-up round, {rss_end} KiB after {ROUNDS} more, peak {rss_peak} KiB; \
+        "abusive clients: VmRSS {rss_start} KiB with the policies, {rss_after_warmup} KiB after the warm-up round (peak {peak_after_warmup} KiB), {rss_end} KiB after {ROUNDS} more, peak {rss_peak} KiB; \
          {} malformed datagrams per round; flood dropped after {}..{} dump requests; slowest answer during a flood {:?}",
         all[0].malformed,
         all.iter().map(|r| r.flood_requests).min().unwrap_or(0),
@@ -633,8 +637,8 @@ fn abusive_clients_are_contained() {
         all.iter().map(|r| r.flood_slowest).max().unwrap_or_default(),
     );
     assert!(
-        rss_end <= rss_after_warmup + RSS_GROWTH_LIMIT_KIB,
-        "the daemon's RSS grew from {rss_after_warmup} KiB to {rss_end} KiB over {ROUNDS} rounds"
+        rss_end <= peak_after_warmup + RSS_GROWTH_LIMIT_KIB,
+        "the daemon's RSS grew from at most {peak_after_warmup} KiB during the warm-up to {rss_end} KiB over {ROUNDS} rounds"
     );
     assert!(
         rss_peak <= rss_start + RSS_PEAK_LIMIT_KIB,
